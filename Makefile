@@ -10,7 +10,7 @@ PIP_INSTALL := $(PY) -m pip install -q --disable-pip-version-check -c constraint
 NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test export-check test-nbs test-py test-slow bench clean help
+.PHONY: setup demo test export-check test-nbs test-py test-slow bench readme clean help
 
 help:
 	@echo "make demo   set up, then run the book's main job on its bundled data"
@@ -29,11 +29,15 @@ setup: $(STAMP)
 demo: setup
 	$(PY) -m bert_book.demo
 
-test: setup export-check test-nbs test-py
+test: setup export-check test-nbs test-py docs-test
 
 # nbdev_export must reproduce bert_book/ exactly: notebooks and modules never disagree
 export-check: setup
 	$(PY) tools/check_export.py
+	$(PY) tools/make_readme.py --check
+
+readme: setup
+	$(PY) tools/make_readme.py
 
 test-nbs: setup
 	IN_TEST=1 $(PY) -m pytest $(NBVAL_FLAGS) nbs/
@@ -51,3 +55,29 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _docs _proc
+
+# ---- the documentation site (Sphinx + myst-nb; nbdev_docs still works where Quarto exists) ------------------------
+.PHONY: docs docs-setup docs-test
+DOCS_STAMP := $(VENV)/.docs-installed
+CHROMIUM   ?= /usr/bin/chromium
+
+$(DOCS_STAMP): $(STAMP) constraints.txt settings.ini setup.py
+	$(PIP_INSTALL) -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+docs-setup: $(DOCS_STAMP)
+
+# nbs/ (stored outputs, never executed) -> _docs/: landing page, chapters in order, API reference, search.
+# Any Sphinx warning fails the build (a broken link, a missing image, a notebook that does not render).
+docs: docs-setup
+	$(PY) tools/build_docs.py
+
+# Debian's chromium, installed only when missing (needs root, or sudo)
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the docs check"
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+# serve _docs/ on loopback, open it in headless Chromium, check the pages, save screenshots in _docs/_screenshots/
+docs-test: docs $(CHROMIUM)
+	$(PY) tools/check_docs.py --chromium $(CHROMIUM)
