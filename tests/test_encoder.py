@@ -1,0 +1,96 @@
+"""bert_book.encoder and bert_book.heads seen from outside: inputs checked with clear errors, BERT's initialisation,
+the attention switch, and no dependency on transformers."""
+import subprocess, sys
+
+import pytest
+import torch
+
+from bert_book.core import BertConfig
+from bert_book.encoder import BertModel, key_padding_mask
+from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
+
+CONFIG = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                    max_position_embeddings=8, num_labels=3)
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return BertModel(CONFIG).eval()
+
+
+IDS = torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]])
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda m: m(IDS.float()), 'input_ids must be a 2-D integer tensor'),
+    (lambda m: m(IDS[0]), 'got shape (4,)'),
+    (lambda m: m(IDS.bool()), 'dtype torch.bool'),
+    (lambda m: m(torch.zeros(1, 9, dtype=torch.long)), 'sequence length 9 is longer than max_position_embeddings=8'),
+    (lambda m: m(torch.tensor([[2, 50]])), 'input_ids must lie in [0, 50) (vocab_size=50)'),
+    (lambda m: m(torch.tensor([[2, -1]])), 'values range from -1 to 2'),
+    (lambda m: m(IDS, torch.ones(2, 3)), 'attention_mask has shape (2, 3) but input_ids has shape (2, 4)'),
+    (lambda m: m(IDS, torch.tensor([[0., 0, 0, 0], [0, 0, 0, -1e4]])), 'additive mask'),
+    (lambda m: m(IDS, token_type_ids=torch.full((2, 4), 2)), 'token_type_ids must lie in [0, 2) (type_vocab_size=2)'),
+    (lambda m: m(IDS, token_type_ids=torch.zeros(2, 5, dtype=torch.long)), 'token_type_ids has shape (2, 5)'),
+    (lambda m: m(IDS, position_ids=torch.arange(3)), 'position_ids has shape (3,)'),
+    (lambda m: m(torch.zeros(0, 4, dtype=torch.long)), 'input_ids is empty'),
+])
+def test_bad_inputs_raise_clear_errors(model, call, message):
+    with pytest.raises(ValueError) as e: call(model)
+    assert message in str(e.value)
+
+
+def test_bad_labels_raise_clear_errors():
+    mlm, tagger, clf = BertForMaskedLM(CONFIG), BertForTokenClassification(CONFIG), BertForSequenceClassification(CONFIG)
+    with pytest.raises(ValueError, match=r'BertForMaskedLM: labels must be in \[0, 50\) or -100'): mlm(IDS, labels=torch.full((2, 4), 50))
+    with pytest.raises(ValueError, match='needs labels'): mlm(IDS, masked_only=True)
+    with pytest.raises(ValueError, match=r'labels have shape \(2, 3\), expected \(2, 4\)'): tagger(IDS, labels=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match='integer tensor'): tagger(IDS, labels=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r'expected \(2,\)'): clf(IDS, labels=torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match='BertConfig'): BertModel({'hidden_size': 16})
+
+
+def test_mask_polarity_and_all_padding_row():
+    m = key_padding_mask(torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    assert m.shape == (2, 1, 1, 3) and m.dtype == torch.bool
+    assert m[0, 0, 0].tolist() == [True, True, False]   # True = attend
+    assert m[1].all()                                    # an all-padding row attends everywhere (no NaN)
+    assert key_padding_mask(torch.ones(2, 3)) is None and key_padding_mask(None) is None
+
+
+def test_padding_changes_nothing_and_mask_is_needed(model):
+    with torch.no_grad():
+        alone = model(IDS[1:, :3]).last_hidden_state
+        padded = model(IDS, (IDS != 0).long()).last_hidden_state
+        unmasked = model(IDS).last_hidden_state
+    assert (padded[1, :3] - alone[0]).abs().max() < 1e-5
+    assert (unmasked[1, :3] - alone[0]).abs().max() > 1e-4  # without the mask the padding leaks in
+
+
+def test_initialisation_is_berts():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=3000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_labels=3)
+    for m in (BertForMaskedLM(cfg), BertForTokenClassification(cfg), BertForSequenceClassification(cfg)):
+        for name, p in m.named_parameters():
+            if 'LayerNorm.weight' in name: assert torch.all(p == 1), name
+            elif name.endswith('bias'): assert torch.all(p == 0), name
+            else: assert abs(p.std().item() - cfg.initializer_range) < 0.004, name
+        assert m.bert.embeddings.word_embeddings.weight[cfg.pad_token_id].abs().sum() == 0
+
+
+def test_attention_switch_and_outputs(model):
+    assert model.attn_implementation == 'sdpa'
+    out = model(IDS, (IDS != 0).long(), output_attentions=True, output_hidden_states=True)
+    assert model.attn_implementation == 'sdpa'  # output_attentions takes the eager path for that call only
+    assert len(out.attentions) == 1 and out.attentions[0].shape == (2, 2, 4, 4)
+    assert len(out.hidden_states) == 2 and out.pooler_output.shape == (2, 16)
+    assert torch.allclose(out.attentions[0].sum(-1), torch.ones(2, 2, 4))
+    assert out.attentions[0][1, :, :, 3].abs().max() == 0
+    with pytest.raises(ValueError, match="attn_implementation='flash'"): model.set_attn_implementation('flash')
+    assert BertModel(CONFIG).num_parameters() > BertModel(CONFIG, add_pooling_layer=False).num_parameters()
+
+
+def test_the_package_does_not_import_transformers():
+    code = 'import sys, bert_book.encoder, bert_book.heads; print("transformers" in sys.modules)'
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'False'
