@@ -20,7 +20,7 @@ help:
 $(STAMP): constraints.txt settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) torch==2.13.0
-	$(PIP_INSTALL) -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev,pretrained]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -61,8 +61,11 @@ clean:
 DOCS_STAMP := $(VENV)/.docs-installed
 CHROMIUM   ?= /usr/bin/chromium
 
+# every extra of settings.ini (dev, docs, ...): autodoc imports every module of the package
+DOCS_EXTRAS = $(shell sed -n 's/^\([A-Za-z0-9_]*\)_requirements *=.*/\1/p' settings.ini | paste -sd, -)
+
 $(DOCS_STAMP): $(STAMP) constraints.txt settings.ini setup.py
-	$(PIP_INSTALL) -e ".[dev,docs]"
+	$(PIP_INSTALL) -e ".[$(DOCS_EXTRAS)]"
 	touch $(DOCS_STAMP)
 
 docs-setup: $(DOCS_STAMP)

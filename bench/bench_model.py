@@ -10,9 +10,10 @@ Two workloads, each for a compact and a base config:
 Throughput is tokens per second (B * T / step time). The implementations are timed alternately in one process (after a
 warm-up, repetitions interleave, the order rotating each round) and the median is reported, so drifts in machine speed
 hit all of them alike. Peak memory is measured separately, in a fresh subprocess per implementation and workload so
-that nothing else is resident: on CUDA `torch.cuda.max_memory_allocated()`; on the CPU the process's peak resident set
-size (Linux's VmHWM, `/proc/self/status`) minus its resident set size after the imports — weights, gradients, AdamW
-state, activations and the allocator's caching, i.e. what the process really needed from the machine.
+that nothing else is resident, over two steps after the model is built: on CUDA `torch.cuda.max_memory_allocated()`;
+on the CPU the process's peak resident set size during the steps (Linux's VmHWM in /proc/self/status, reset after
+building the model) minus its resident set size after the imports — weights, gradients, AdamW state, activations and
+the allocator's caching, i.e. what the process really needed from the machine to run the workload.
 
     python bench/bench_model.py                 # both configs, cuda if available
     python bench/bench_model.py --quick         # fewer repetitions, smaller base batch (a smoke run)
@@ -121,6 +122,24 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == 'darwin' else peak / 2**10
 
 
+def _malloc_trim():
+    "Return the C heap's free memory to the OS (glibc), so that resident memory counts live objects only."
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    "Start a new peak (VmHWM) from the current resident size (Linux: write 5 to /proc/self/clear_refs)."
+    try:
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        return True
+    except OSError:
+        return False
+
+
 def _rss_mb() -> float:
     "This process's current resident set size in MB."
     rss = _proc_status_mb('VmRSS')
@@ -129,10 +148,14 @@ def _rss_mb() -> float:
 
 def probe_memory(impl: str, mode: str, config: str, batch_size: int, device: torch.device, steps: int = 2) -> float:
     "Peak memory in MB of this process running only `impl` on `mode` (see the module docstring)."
-    import transformers, bert_book.heads  # noqa: F401  (both imported, so the baseline is the same for every impl)
+    import bert_book.heads, transformers.models.bert.modeling_bert  # noqa: F401  transformers imports lazily: load its
+    transformers.BertForMaskedLM                                        # BERT code now, so the baseline holds all code
     baseline = _rss_mb()
-    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     r = Runner(impl, mode, CONFIGS[config][0], batch_size, device)
+    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
+    else:  # building a model passes through temporaries: hand freed memory back, then measure the steps' peak
+        _malloc_trim()
+        _reset_peak_rss()
     for _ in range(steps): r.step()
     if device.type == 'cuda':
         torch.cuda.synchronize()
@@ -168,8 +191,9 @@ def main(argv=None):
     import transformers
     reps, warmup = a.reps or (3 if a.quick else 10), 1 if a.quick else 2
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or platform.machine())
+    load = ' (load average at start %.1f: other work on the machine slows both alike)' % os.getloadavg()[0] if hasattr(os, 'getloadavg') else ''
     print(f'# bert_book vs transformers {transformers.__version__}: BertForMaskedLM, torch {torch.__version__}, '
-          f'{device} ({name}), {threads} threads, seq {SEQ_LEN}, {int(MASK_RATE * 100)}% MLM labels, median of {reps} alternating reps')
+          f'{device} ({name}), {threads} threads{load}, seq {SEQ_LEN}, {int(MASK_RATE * 100)}% MLM labels, median of {reps} alternating reps')
     mem_what = 'max_memory_allocated' if device.type == 'cuda' else 'peak RSS over post-import RSS, own process'
     print(f'| config | workload | implementation | batch | tokens/s | × transformers | peak MB ({mem_what}) | × transformers |')
     print('|---|---|---|---|---|---|---|---|')

@@ -255,7 +255,7 @@ def _stack(rows: Sequence[list], # one list of ints per example
     "The rows padded with `fill` into one (B, T) long tensor; a row that is not all ints is named in the error."
     try:
         values = torch.tensor(list(chain.from_iterable(rows)))              # one conversion for the whole batch
-        if not (values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool):
+        if values.dim() == 1 and not (values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool):
             return torch.full(mask.shape, fill, dtype=torch.long).masked_scatter_(mask, values.long())
     except (TypeError, ValueError, RuntimeError, OverflowError): pass
     for i, r in enumerate(rows): _as_1d_ids(r, f'example {i}: {name}')            # find the bad example and name it

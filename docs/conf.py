@@ -33,8 +33,6 @@ extensions = [
 
 root_doc = 'index'
 exclude_patterns = ['_build', '**.ipynb_checkpoints', 'Thumbs.db', '.DS_Store']
-templates_path = [str(DOCS / '_templates')]
-suppress_warnings = []
 nitpicky = True  # a reference to one of our own objects that does not resolve is an error
 # Without network there is no intersphinx: type hints that name other libraries (torch.Tensor, Tokenizer, ...) cannot
 # resolve, and docs/_ext/bert_book_sphinx.py leaves them as text; every name of bert_book still must resolve.
@@ -42,9 +40,9 @@ nitpicky = True  # a reference to one of our own objects that does not resolve i
 # -- notebooks (myst-nb) ---------------------------------------------------------------------------------------------
 nb_execution_mode = 'off'            # the stored outputs are the content; `make test` keeps them honest
 nb_merge_streams = True              # one block for a cell's prints
-nb_output_stderr = 'show'
+nb_output_stderr = 'show'            # progress bars and messages; build_docs.py drops library warnings
 nb_number_source_lines = False
-nb_render_markdown_format = 'myst'  # markdown outputs (show_doc's tables) with the same parser as the prose
+nb_render_markdown_format = 'myst'   # markdown outputs (show_doc's tables) with the same parser as the prose
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence', 'deflist', 'attrs_inline']
 myst_heading_anchors = 3             # [text](01_tokenizer.ipynb#a-heading) links work
 myst_dmath_double_inline = True

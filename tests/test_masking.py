@@ -391,6 +391,13 @@ def test_collator_bad_arguments_and_examples():
         c([[CLS, SEP], []])
     with pytest.raises(ValueError, match=r'example 0: input_ids must hold integers'):
         c([[1.5, 2.5]])
+    with pytest.raises(ValueError, match=r'example 1: input_ids must be a list of ints'):
+        c([[CLS, SEP], [CLS, None, SEP]])
+    with pytest.raises(ValueError, match=r'example 0: input_ids must be 1-D'):
+        c([[[CLS, SEP], [CLS, SEP]]])
+    with pytest.raises(ValueError, match=r'example 2: token_type_ids must hold integers'):
+        c([{'input_ids': [CLS, SEP]}, {'input_ids': [CLS, SEP], 'token_type_ids': [0, 0]},
+           {'input_ids': [CLS, SEP], 'token_type_ids': [0, 0.5]}])
     with pytest.raises(ValueError, match=r'example 1: id 30522 is outside the vocabulary'):
         c([[CLS, SEP], [CLS, V, SEP]])
     with pytest.raises(ValueError, match=r"example 0 has no 'input_ids'"):

@@ -9,7 +9,9 @@
 3. Run sphinx-build with `-W --keep-going -n`: any warning (a broken link, a missing image, a notebook that does
    not render, an API name that does not resolve) fails the build.
 
-Usage: python tools/build_docs.py [--out _docs] [--no-mathjax]
+MathJax is served by the site itself (npm's mathjax package, fetched once into build/docs), so the pages work offline.
+
+Usage: python tools/build_docs.py [--nbs nbs] [--out _docs] [--no-mathjax]
 """
 from __future__ import annotations
 import argparse, json, os, re, shutil, subprocess, sys, time
@@ -29,8 +31,9 @@ _NBVAL = re.compile(r'^\s*#\s*NBVAL_\w+\s*$')
 _HIDE_LINE = re.compile(r'#\|\s*hide_line\s*$')
 _DEFAULT_EXP = re.compile(r'^\s*#\|\s*default_exp\s+(\S+)', re.M)
 _FENCE = re.compile(r'^\s*(```|~~~)')
-_BACKTICKS = re.compile(r'(?<![`\w{])`([^`\n]+)`(?![`\w])')
+_BACKTICKS = re.compile(r'(?<![`\w}])`([^`\n]+)`(?![`\w])')  # not a {role}`...`'s content
 _TITLE = re.compile(r'^#\s+\S', re.M)
+ORIGINS: dict[str, tuple[Path, list[int | None]]] = {}  # processed notebook name -> (its source, each cell's index there)
 
 
 def settings() -> dict:
@@ -77,10 +80,15 @@ def linkify(markdown: str, module: str | None) -> str:
 
 _PY_WARNING = re.compile(r'^\S+\.py:\d+: \w*Warning: ')
 
-def without_library_warnings(outputs: list[dict]) -> list[dict]:
-    "The outputs less the Python warnings a library wrote to stderr (`/path/x.py:21: SomeWarning: ...` and its code line)."
+WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
+
+def static_outputs(outputs: list[dict]) -> list[dict]:
+    """The outputs a static page can show: less the Python warnings a library wrote to stderr (`/path/x.py:21:
+    SomeWarning: ...` and its code line: this machine's paths are no part of the book) and less interactive widgets
+    (tqdm's notebook bars: their stored text is the bar's first state, and their JavaScript would need a CDN)."""
     kept = []
     for o in outputs:
+        if WIDGET_VIEW in o.get('data', {}): continue
         if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
             lines, out, skip = ''.join(o.get('text', '')).splitlines(keepends=True), [], False
             for line in lines:
@@ -120,7 +128,7 @@ def autodoc_directive(full: str) -> str:
     return '\n'.join([f'.. {kind}:: {full}', '   :no-index:', *(f'   {o}' for o in opts)])
 
 
-def show_doc_cell(code: str, outputs: list[dict], module: str | None) -> dict | None:
+def show_doc_cell(code: str, module: str | None) -> dict | None:
     """A `show_doc(...)` cell as the site shows it: autodoc of the same objects, as on the API page. None when an
     object is not part of the documented API (then its stored output is shown, cleaned for MyST)."""
     from bert_book_sphinx import resolve
@@ -154,10 +162,10 @@ def process_code_cell(cell: dict, module: str | None = None) -> dict | None:
     if 'hide' in directives or directives.get('include') == 'false': return None
     lines = [l for l in lines if not _NBVAL.match(l) and not _HIDE_LINE.search(l)]
     code = '\n'.join(lines).strip('\n')
-    outputs = without_library_warnings(cell.get('outputs', []))
+    outputs = static_outputs(cell.get('outputs', []))
     tags = list(cell.get('metadata', {}).get('tags', []))
     if code.lstrip().startswith('show_doc('):
-        replaced = show_doc_cell(code, outputs, module)
+        replaced = show_doc_cell(code, module)
         if replaced is not None: return replaced
         tags.append('remove-input')
     outputs = clean_markdown_outputs(outputs)
@@ -219,7 +227,6 @@ def process_notebook(path: Path, lib: str, extra_cells: list[dict] = ()) -> tupl
     return {'cells': cells, 'metadata': meta, 'nbformat': 4, 'nbformat_minor': 5}, module
 
 
-ORIGINS: dict[str, tuple[Path, list[int | None]]] = {}  # processed notebook name -> (source, original index of each cell)
 _SPHINX_LOCATION = re.compile(r'(?P<path>\S*?(?P<name>[^/\s]+\.ipynb)):(?P<line>\d+):')
 
 def locate(message: str) -> str:
@@ -269,21 +276,27 @@ def copy_assets(nbs: Path, dest: Path) -> int:
 def ensure_mathjax(folder: Path) -> bool:
     "A local MathJax in `folder`/mathjax (from the npm registry, once), so math renders offline; False if npm is missing."
     target = folder / 'mathjax'
-    if (target / 'tex-chtml.js').is_file(): return True
+    if (target / 'tex-chtml.js').is_file() and (target / 'VERSION').is_file() \
+       and (target / 'VERSION').read_text().strip() == MATHJAX_VERSION: return True
     npm = shutil.which('npm')
     if npm is None: return False
     prefix = BUILD / 'npm'
-    r = subprocess.run([npm, 'install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', '--prefix', str(prefix),
-                        f'mathjax@{MATHJAX_VERSION}'], capture_output=True, text=True)
+    try:
+        r = subprocess.run([npm, 'install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', '--prefix', str(prefix),
+                            f'mathjax@{MATHJAX_VERSION}'], capture_output=True, text=True, timeout=300)
+        err = r.stderr.strip()[-500:] if r.returncode else ''
+    except subprocess.TimeoutExpired: err = 'timed out after 300 s'
     es5 = prefix / 'node_modules' / 'mathjax' / 'es5'
-    if r.returncode != 0 or not (es5 / 'tex-chtml.js').is_file():
-        print(f'build_docs: npm could not install mathjax@{MATHJAX_VERSION}: {r.stderr.strip()[-500:]}', file=sys.stderr)
+    if err or not (es5 / 'tex-chtml.js').is_file():
+        print(f'build_docs: npm could not install mathjax@{MATHJAX_VERSION}: {err}', file=sys.stderr)
         return False
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists(): shutil.rmtree(target)
+    target.mkdir(parents=True)
     shutil.copy2(es5 / 'tex-chtml.js', target / 'tex-chtml.js')
     shutil.copy2(es5.parent / 'LICENSE', target / 'LICENSE')
     for sub in ('input/tex/extensions', 'output/chtml/fonts/woff-v2', 'ui', 'a11y', 'adaptors'):
         if (es5 / sub).is_dir(): shutil.copytree(es5 / sub, target / sub, dirs_exist_ok=True)
+    (target / 'VERSION').write_text(MATHJAX_VERSION + '\n')
     return True
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses, importlib, inspect, pkgutil, re
 from functools import lru_cache
 
+from sphinx import addnodes
 from sphinx.domains.python import PyXRefRole
 
 PACKAGE = 'bert_book'
@@ -26,12 +27,25 @@ def public_modules(package: str = PACKAGE) -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def public_symbols(package: str = PACKAGE) -> dict[str, tuple[str, ...]]:
-    "Map each way of naming a public object (`to_dict`, `BertConfig.to_dict`, `core.BertConfig`) to its full names."
+    "Map each way of naming a public object (`BertConfig`, `BertConfig.to_dict`, `core.BertConfig`) to its full names."
+    return _symbol_tables(package)[0]
+
+
+@lru_cache(maxsize=None)
+def public_members(package: str = PACKAGE) -> dict[str, tuple[str, ...]]:
+    "Map the bare name of each public class member (`to_dict`) to its full names (`bert_book.core.BertConfig.to_dict`)."
+    return _symbol_tables(package)[1]
+
+
+@lru_cache(maxsize=None)
+def _symbol_tables(package: str) -> tuple[dict, dict]:
     names: dict[str, set[str]] = {}
-    def add(short, full): names.setdefault(short, set()).add(full)
+    members: dict[str, set[str]] = {}
+    def add(short, full, table=names): table.setdefault(short, set()).add(full)
     for modname in public_modules(package):
         mod = importlib.import_module(modname)
         short_mod = modname.rsplit('.', 1)[1]
+        add(modname, modname)  # `bert_book.core` links to its API page (a bare `core` is too common a word)
         for name in getattr(mod, '__all__', ()):
             obj = getattr(mod, name, None)
             full = f'{modname}.{name}'
@@ -41,7 +55,9 @@ def public_symbols(package: str = PACKAGE) -> dict[str, tuple[str, ...]]:
                     if attr.startswith('_'): continue
                     for short in (f'{name}.{attr}', f'{short_mod}.{name}.{attr}', f'{full}.{attr}'):
                         add(short, f'{full}.{attr}')
-    return {k: tuple(sorted(v)) for k, v in names.items()}
+                    add(attr, f'{full}.{attr}', members)
+    freeze = lambda t: {k: tuple(sorted(v)) for k, v in t.items()}
+    return freeze(names), freeze(members)
 
 
 def resolve(name: str, module: str | None = None) -> str | None:
@@ -50,11 +66,10 @@ def resolve(name: str, module: str | None = None) -> str | None:
     if name.endswith('()'): name = name[:-2]
     if not re.fullmatch(r'[A-Za-z_]\w*(\.\w+)*', name) or any(p.startswith('_') for p in name.split('.')): return None
     fulls = public_symbols().get(name, ())
-    if len(fulls) == 1: return fulls[0]
-    if module:
-        own = [f for f in fulls if f.startswith(module + '.')]
-        if len(own) == 1: return own[0]
-    return None
+    if module:  # a chapter's own objects first, its classes' methods included (`save` in the tokenizer chapter)
+        own = [f for f in fulls + public_members().get(name, ()) if f.startswith(module + '.')]
+        if own: return own[0] if len(own) == 1 else None
+    return fulls[0] if len(fulls) == 1 else None
 
 
 class AutoLinkRole(PyXRefRole):
@@ -67,13 +82,23 @@ class AutoLinkRole(PyXRefRole):
         return nodes, messages
 
 
+def _in_description(node) -> bool:
+    "Whether a node sits in an object's description (signature, parameter types): where autodoc puts type hints."
+    while node is not None:
+        if isinstance(node, addnodes.desc): return True
+        node = node.parent
+    return False
+
+
 def _quiet_auto_links(app, env, node, contnode):
     """Leave as text, without a warning, a link that cannot resolve offline and is not ours to fix: an automatic
     link whose target is not documented, or a type hint naming another library's class (`Tokenizer`, `torch.device`:
-    no intersphinx without network). A reference to a bert_book name that does not resolve still fails."""
+    no intersphinx without network). A reference written by hand, or to a bert_book name, that does not resolve
+    still fails the build."""
     if node.get(AUTO_FLAG): return contnode
     target = node.get('reftarget', '')
-    if node.get('refdomain') == 'py' and not target.startswith(PACKAGE + '.') and target not in public_symbols():
+    if (node.get('refdomain') == 'py' and _in_description(node)
+            and not target.startswith(PACKAGE + '.') and target not in public_symbols()):
         return contnode
     return None
 
