@@ -122,7 +122,7 @@ def test_alignment_errors_name_the_sentence_and_the_label():
     sents[0].tags.append('O')
     with pytest.raises(ValueError, match='sentence 0: 1 tokens but 2 tags'):
         encode_ner(sents, tok, label2id)
-    with pytest.raises(ValueError, match="'E-LOC', the continuation of 'S-LOC'"):
+    with pytest.raises(ValueError, match="sentence 0: word 0: 'B-LOC', the continuation of 'S-LOC', is not in the label list"):
         encode_ner([TaggedSentence(['Kowalczykowski'], ['S-LOC'])], tok, {'O': 0, 'S-LOC': 1}, label_all_subwords=True)
     with pytest.raises(ValueError, match='word 1 has no labelled sub-word'):
         word_tags_from_labels([IGNORE_INDEX, 0, IGNORE_INDEX], [None, 0, 1], {0: 'O'})
