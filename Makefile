@@ -27,7 +27,7 @@ $(STAMP): constraints.txt settings.ini setup.py
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m bert_book.demo
+	$(PY) -c 'import sys; from bert_book.demo import main; sys.exit(main(sys.argv[1:]))' $(DEMO_ARGS)
 
 test: setup export-check test-nbs test-py docs-test
 

@@ -48,7 +48,7 @@ def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a re
     "The (B, 1, 1, T) boolean mask (True = attend) that SDPA wants, or None when no token is padding."
     if attention_mask is None: return None
     keep = attention_mask.bool()                      # (B, T)
-    if bool(keep.all()): return None                  # nothing to mask: the unmasked kernel is faster
+    if not torch.compiler.is_compiling() and bool(keep.all()): return None  # nothing to mask: the unmasked kernel is faster
     keep = keep | ~keep.any(-1, keepdim=True)         # an all-padding row attends to everything: finite, never NaN
     return keep[:, None, None, :]                     # (B, 1, 1, T): broadcast over heads and queries
 
@@ -216,7 +216,7 @@ class BertPreTrainedModel(nn.Module):
         super().__init__()
         self.config = config
         self.register_load_state_dict_pre_hook(BertPreTrainedModel._upgrade_state_dict)
-        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.tie_weights())
+        self.register_load_state_dict_post_hook(BertPreTrainedModel._retie_after_load)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -255,6 +255,11 @@ class BertPreTrainedModel(nn.Module):
         "How many distinct parameters (tied ones counted once), optionally without the embedding tables."
         skip = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()} if exclude_embeddings else set()
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values() if id(p) not in skip)
+
+    @staticmethod
+    def _retie_after_load(module, incompatible_keys):
+        "After loading (even with `assign=True`, which replaces parameters): tied weights are one tensor again."
+        module.tie_weights()
 
     @staticmethod
     def _upgrade_state_dict(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
@@ -305,7 +310,8 @@ class BertModel(BertPreTrainedModel):
                 output_hidden_states: bool = False,         # also return the embeddings and every layer's output
                ) -> BertModelOutput:
         "Encode a batch: hidden states (B, T, H), the pooled [CLS] vector (B, H), and what else is asked for."
-        check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, self.embeddings.word_embeddings.weight.device)
+        if not torch.compiler.is_compiling():  # the checks read values; a compiled graph skips them rather than break
+            check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, self.embeddings.word_embeddings.weight.device)
         mask = key_padding_mask(attention_mask)                         # (B, 1, 1, T), or None without padding
         eager = output_attentions or self.attn_implementation == 'eager'
         h = self.embeddings(input_ids, token_type_ids, position_ids)    # (B, T, H)

@@ -119,7 +119,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         loss = None if labels is None else cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
-# %% ../nbs/05_heads.ipynb 21
+# %% ../nbs/05_heads.ipynb 23
 def _classifier_dropout(config: BertConfig) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
@@ -147,7 +147,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         loss = None if labels is None else cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
-# %% ../nbs/05_heads.ipynb 24
+# %% ../nbs/05_heads.ipynb 26
 class BertForSequenceClassification(BertPreTrainedModel):
     "BERT with a linear classifier on the pooled [CLS] vector."
     def __init__(self, config: BertConfig, attn_implementation: str = 'sdpa'):

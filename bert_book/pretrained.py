@@ -191,8 +191,9 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
     config = load_config(folder, **config_overrides)
     weights = find_weights(folder)
+    state = load_state_dict(weights)                 # a broken file fails here, before a model is built
     model = TASKS[task](config, attn_implementation=attn_implementation)
-    info = load_weights(model, load_state_dict(weights), str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
+    info = load_weights(model, state, str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
     if info.missing_keys or info.unexpected_keys or info.mismatched_keys:
         _logger.warning('from_pretrained(%r, task=%r): %s', str(folder), task, info)
     model.loading_info = info

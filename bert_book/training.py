@@ -220,10 +220,11 @@ class Trainer:
                  eval_fn: Callable | None = None,  # model -> dict of metrics; replaces the default evaluation
                  lengths: Sequence[int] | None = None,  # example lengths, for group_by_length
                  forward_kwargs: dict | None = None,    # extra keywords for the training forward (e.g. masked_only=True)
+                 loss_fn: Callable | None = None,       # (logits, labels) -> training loss, instead of the model's own
                 ):
         if len(train_data) == 0: raise ValueError("train_data is empty")
         self.cfg, self.collate_fn, self.train_data, self.eval_batches = config, collate_fn, train_data, eval_batches
-        self.eval_fn, self.forward_kwargs = eval_fn, dict(forward_kwargs or {})
+        self.eval_fn, self.forward_kwargs, self.loss_fn = eval_fn, dict(forward_kwargs or {}), loss_fn
         self.lengths = lengths if config.group_by_length else None
         if config.group_by_length and lengths is None: raise ValueError("group_by_length=True needs `lengths`")
         self.device = init_distributed(get_device(config.device))
@@ -257,6 +258,14 @@ class Trainer:
         mine = indices[start:start + share + (self.rank < extra)]
         return to_device(self.collate_fn([self.train_data[i] for i in mine]), self.device)
 
+    def _loss(self, batch: dict) -> torch.Tensor:
+        "The training loss of one micro-batch: the model's own, or `loss_fn(logits, labels)` on its logits."
+        if self.loss_fn is None: return self.train_model(**batch, **self.forward_kwargs).loss
+        if 'labels' not in batch: raise ValueError("loss_fn needs a 'labels' entry in the collated batch")
+        labels = batch['labels']
+        out = self.train_model(**{k: v for k, v in batch.items() if k != 'labels'}, **self.forward_kwargs)
+        return self.loss_fn(out.logits, labels)
+
     def _optimizer_step(self, group: list[list[int]]) -> float:
         "Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step."
         self.train_model.train()
@@ -267,7 +276,7 @@ class Trainer:
             sync = self.train_model.no_sync() if self.world > 1 and not last else nullcontext()
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss = self.train_model(**batch, **self.forward_kwargs).loss / len(group)
+                    loss = self._loss(batch) / len(group)
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         if self.cfg.max_grad_norm is not None:

@@ -94,3 +94,14 @@ def test_attention_switch_and_outputs(model):
 def test_the_package_does_not_import_transformers():
     code = 'import sys, bert_book.encoder, bert_book.heads; print("transformers" in sys.modules)'
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'False'
+
+
+@pytest.mark.slow
+def test_compiles_without_graph_breaks():
+    "torch.compile(fullgraph=True) works (the value-reading checks are skipped while compiling) and agrees with eager."
+    torch.manual_seed(0)
+    m = BertForMaskedLM(CONFIG).eval()
+    mask = (IDS != 0).long()
+    compiled = torch.compile(m, fullgraph=True)
+    with torch.no_grad():
+        assert (compiled(IDS, mask).logits - m(IDS, mask).logits).abs().max() < 1e-5

@@ -1,6 +1,6 @@
 """Parity with transformers' BERT (a test-only dependency): the same weights, loaded with `strict=True` and no key map in
 either direction, give the same outputs and losses; padding never leaks; masked-only MLM gives the full loss."""
-import warnings
+import copy, pickle, warnings
 
 import pytest
 import torch
@@ -203,6 +203,7 @@ def test_tying_survives_loading_moving_and_assign():
     m = BertForMaskedLM(CONFIG); m.load_state_dict(src.state_dict(), assign=True); assert tied(m)
     assert tied(BertForMaskedLM(CONFIG).to(torch.float64))
     m.init_weights(); assert tied(m)
+    assert tied(copy.deepcopy(m)) and tied(pickle.loads(pickle.dumps(m)))
     assert m.bert.embeddings.word_embeddings.weight[CONFIG.pad_token_id].abs().sum().item() == 0.0
 
 

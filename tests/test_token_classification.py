@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bert_book.core import BertConfig, seed_everything
 from bert_book.data import TaggedSentence, convert_sentences, load_corpus, load_sample, toy_ner
+from bert_book.encoder import BertModel
 from bert_book.heads import BertForMaskedLM, IGNORE_INDEX
 from bert_book.token_classification import (AGGREGATIONS, NERCollator, NERDataset, Truncation, aggregate_pieces,
                                             align_labels, balanced_class_weights, check_window, continuation_tags,
@@ -243,8 +244,8 @@ def test_balanced_class_weights():
 # ---- prediction and scores at the level of words --------------------------------------------------------------------
 
 def tiny_config(tok, labels, **kw):
-    return BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, id2label=dict(enumerate(labels)), **kw)
+    return BertConfig(**{**dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64, id2label=dict(enumerate(labels))), **kw})
 
 
 @pytest.fixture(scope='module')
@@ -332,3 +333,9 @@ def test_train_ner_starts_from_the_encoder():
     assert model.config.hidden_size == mlm.config.hidden_size and model.config.num_labels == 7
     model2, _ = train_ner(toy_ner(), toy_ner(), tok, encoder=mlm.bert, training=frozen)           # a BertModel also works
     assert torch.allclose(model2.bert.embeddings.word_embeddings.weight, mlm.bert.embeddings.word_embeddings.weight, atol=1e-6)
+    pooled = BertModel(tiny_config(tok, ['O']))                                                   # its pooler is left behind
+    model3, _ = train_ner(toy_ner(), toy_ner(), tok, encoder=pooled, training=frozen)
+    assert torch.allclose(model3.bert.encoder.layer[0].attention.self.query.weight,
+                          pooled.encoder.layer[0].attention.self.query.weight, atol=1e-6)
+    with pytest.raises(ValueError, match="the encoder's weights do not fit the config"):
+        train_ner(toy_ner(), toy_ner(), tok, encoder=mlm, config=tiny_config(tok, ['O'], hidden_size=16), training=frozen)

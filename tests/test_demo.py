@@ -1,0 +1,74 @@
+"""The book's main job from outside: `bert_book.demo.main` with the quick recipe writes loadable folders, figures and
+metrics that agree with each other; user errors give a message and exit status 2, without a traceback."""
+import json, subprocess, sys
+
+import pytest
+import torch
+
+from bert_book.demo import main, run_demo
+from bert_book.pretrained import from_pretrained
+from bert_book.token_classification import NERPipeline
+from bert_book.tokenizer import BertTokenizer
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo') / 'run'
+    lines = []
+    summary = run_demo(out, quick=True, progress=False, log=lines.append)
+    return out, summary, lines
+
+
+def test_writes_what_it_says(demo):
+    out, summary, lines = demo
+    for name in summary['files']: assert (out / name).exists(), name
+    for name in ('config.json', 'model.safetensors', 'tokenizer.json', 'vocab.txt'):
+        assert (out / 'ner' / name).is_file() and (out / 'mlm' / name).is_file()
+    assert json.loads((out / 'metrics.json').read_text()) == json.loads(json.dumps(summary))
+    assert [l[:5] for l in lines if l.startswith('[')] == [f'[{i}/6]' for i in range(1, 7)]
+    assert any('micro avg' in l for l in lines)                        # the test-set report was printed
+
+
+def test_scores_are_consistent(demo):
+    _, summary, _ = demo
+    s = summary['ner']
+    for mode in ('default', 'strict'):
+        p, r, f = s[f'precision_{mode}'], s[f'recall_{mode}'], s[f'f1_{mode}']
+        assert 0 <= p <= 1 and 0 <= r <= 1 and f == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-9)
+    assert 0 < s['token_accuracy'] <= 1 and summary['mlm']['perplexity'] > 1
+
+
+def test_saved_tagger_reproduces_the_examples(demo):
+    out, summary, _ = demo
+    model = from_pretrained(out / 'ner', task='token-classification')
+    tok = BertTokenizer.from_pretrained(out / 'ner')
+    texts = [e['text'] for e in summary['examples']]
+    again = NERPipeline(model, tok, device='cpu')(texts)
+    for ex, ents in zip(summary['examples'], again):
+        assert [(e['label'], e['start'], e['end']) for e in ents] == [(e['label'], e['start'], e['end']) for e in ex['entities']]
+        for e in ents: assert ex['text'][e['start']:e['end']] == e['text']
+
+
+def test_saved_mlm_folder_loads_in_transformers(demo):
+    transformers = pytest.importorskip('transformers')
+    out, _, _ = demo
+    ours = from_pretrained(out / 'mlm', task='masked-lm').eval()
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(out / 'mlm').eval()
+    ids = BertTokenizer.from_pretrained(out / 'mlm')(['Talks resumed in [MASK] on Monday.'], return_tensors='pt')
+    with torch.no_grad():
+        gap = (ours(**ids).logits - theirs(**ids).logits).abs().max().item()
+    assert gap < 1e-4
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path):
+    afile = tmp_path / 'afile'; afile.write_text('keep me')
+    code = 'import sys; from bert_book.demo import main; sys.exit(main(sys.argv[1:]))'
+    r = subprocess.run([sys.executable, '-c', code, '--quick', '--no-progress', '--output-dir', str(afile)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and 'exists and is not a folder' in r.stderr and 'Traceback' not in r.stderr
+    assert afile.read_text() == 'keep me'
+    r = subprocess.run([sys.executable, '-c', code, '--device', 'tpu', '--output-dir', str(tmp_path / 'x')],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown device 'tpu'" in r.stderr and not (tmp_path / 'x').exists()
+    r = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True, text=True)
+    assert r.returncode == 0 and '--quick' in r.stdout
