@@ -20,14 +20,14 @@ help:
 $(STAMP): constraints.txt settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) torch==2.13.0
-	$(PIP_INSTALL) -e ".[dev,pretrained]"
+	$(PIP_INSTALL) -e ".[dev,pretrained,serve]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -c 'import sys; from bert_book.demo import main; sys.exit(main(sys.argv[1:]))' $(DEMO_ARGS)
+	$(VENV)/bin/bert-book demo $(DEMO_ARGS)
 
 test: setup export-check test-nbs test-py docs-test
 

@@ -3,23 +3,29 @@
 Each script is run in its own interpreter (so one's memory and threads do not disturb the next) with the options given
 here, e.g. `python bench/run_all.py --quick --device cpu`. An option goes only to the scripts whose source names it (a
 script without `--quick` simply runs in full; the skipped options are printed). A new benchmark joins by being a
-`bench/bench_<name>.py` script that prints its own table; accepting `--quick` (a short smoke run) and `--device` is
-recommended. `--only model,conll` runs a subset. Exits non-zero if any script failed, after running all.
+`bench/bench_<name>.py` script (or an entry of `EXTRA_SCRIPTS`) that prints its own table; accepting `--quick` (a short
+smoke run) and `--device` is recommended. `--only model,conll` runs a subset. Exits non-zero if any script failed, after running all.
 """
 from __future__ import annotations
 import subprocess, sys, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+EXTRA_SCRIPTS = {'load': HERE / 'load_test.py'}   # benchmarks not named bench_<name>.py, by the name --only uses
+
+
+def name_of(script: Path) -> str:
+    "The name `--only` knows a script by: bench_<name>.py gives <name>; the extras their key."
+    return next((n for n, p in EXTRA_SCRIPTS.items() if p == script), script.stem[len('bench_'):])
 
 
 def scripts(only: set[str] | None = None) -> list[Path]:
     "The benchmark scripts, in name order, optionally only those named (without the bench_ prefix and .py)."
-    found = sorted(HERE.glob('bench_*.py'))
+    found = sorted(HERE.glob('bench_*.py')) + [p for p in EXTRA_SCRIPTS.values() if p.is_file()]
     if only:
-        unknown = only - {p.stem[len('bench_'):] for p in found}
+        unknown = only - {name_of(p) for p in found}
         if unknown: raise SystemExit(f"run_all: no bench/bench_{sorted(unknown)[0]}.py; have {[p.name for p in found]}")
-        found = [p for p in found if p.stem[len('bench_'):] in only]
+        found = [p for p in found if name_of(p) in only]
     return found
 
 

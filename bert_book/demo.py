@@ -5,6 +5,7 @@
 # %% ../nbs/20_demo.ipynb 2
 from __future__ import annotations
 import argparse, json, math, sys, time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +27,8 @@ __all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'run_demo', 'demo_parser'
 
 # %% ../nbs/20_demo.ipynb 5
 RECIPES = {
-    'full':  dict(vocab_size=4000, corpus=None, model={}, mlm_epochs=3, mlm_batch=64, mlm_lr=1e-3,
+    'full':  dict(vocab_size=4000, corpus=None, model=dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                  mlm_epochs=6, mlm_batch=32, mlm_lr=1e-3,
                   ner_train=None, ner_dev=None, ner_test=None, ner_epochs=8, ner_batch=32, ner_lr=5e-4),
     'quick': dict(vocab_size=1500, corpus=1500, model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                                            intermediate_size=128),
@@ -37,9 +39,9 @@ RECIPES = {
 DEMO_TEXTS = ['Angela Merkel met Emmanuel Macron in Paris on Tuesday.',
               'Shares of Siemens rose 3 percent in Frankfurt after the Airbus A380 order.',
               'Zoë Lefèvre, who plays for Manchester United, flew from São Paulo to Zürich.']
-FILL_MASK_TEXTS = ['The World Cup will be held in [MASK] next year.',
-                   'Shares of the company [MASK] 5 percent on Monday.',
-                   'The president of [MASK] visited Berlin on Friday.']
+FILL_MASK_TEXTS = ['The Champions League will be held in Madrid next [MASK].',
+                   'Officials said the road between Oslo and Lima would [MASK] on Monday.',
+                   'Maria Lopez will visit Peru, Chile and Spain later this [MASK].']
 
 # %% ../nbs/20_demo.ipynb 7
 def _save_figure(fig, path: Path) -> str:
@@ -89,9 +91,10 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
 
     log(f"[3/6] NER fine-tuning on {len(train):,} sentences (dev {len(dev):,}), early stopping on entity F1")
     t = time.perf_counter()
-    ner, ner_history = train_ner(train, dev, tok, encoder=mlm, seed=seed, training=TrainingConfig(
+    tagger_config = replace(mlm.config, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, extra=dict(mlm.config.extra))
+    ner, ner_history = train_ner(train, dev, tok, encoder=mlm, config=tagger_config, seed=seed, training=TrainingConfig(
         num_epochs=r['ner_epochs'], batch_size=r['ner_batch'], lr=r['ner_lr'], warmup_ratio=0.1, metric_for_best='f1',
-        early_stopping_patience=2, group_by_length=True, seed=seed, device=device, progress=progress))
+        early_stopping_patience=3, group_by_length=True, seed=seed, device=device, progress=progress))
     times['ner'] = time.perf_counter() - t
     log(f"      {times['ner']:.0f} s; best dev F1 {ner_history.best_metric:.3f} at step {ner_history.best_step}")
 
@@ -145,7 +148,7 @@ def demo_parser() -> argparse.ArgumentParser:
     return p
 
 def main(argv: Sequence[str] | None = None) -> int:
-    "The `demo` command: parse `argv`, run the demo, return the exit status (user errors: a message and 2)."
+    "The `demo` command: parse `argv`, run the demo, return the exit status (user errors: a message and 1)."
     parser = demo_parser()
     args = parser.parse_args(argv)
     matplotlib.use('Agg')   # files only: no window, works without a display
@@ -153,5 +156,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_demo(args.output_dir, quick=args.quick, seed=args.seed, device=args.device, progress=not args.no_progress)
     except (OSError, ValueError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     return 0

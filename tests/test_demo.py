@@ -1,5 +1,5 @@
 """The book's main job from outside: `bert_book.demo.main` with the quick recipe writes loadable folders, figures and
-metrics that agree with each other; user errors give a message and exit status 2, without a traceback."""
+metrics that agree with each other; user errors give a message and exit status 1, without a traceback."""
 import json, subprocess, sys
 
 import pytest
@@ -60,15 +60,15 @@ def test_saved_mlm_folder_loads_in_transformers(demo):
     assert gap < 1e-4
 
 
-def test_user_errors_exit_2_without_traceback(tmp_path):
+def test_user_errors_exit_1_without_traceback(tmp_path):
     afile = tmp_path / 'afile'; afile.write_text('keep me')
     code = 'import sys; from bert_book.demo import main; sys.exit(main(sys.argv[1:]))'
     r = subprocess.run([sys.executable, '-c', code, '--quick', '--no-progress', '--output-dir', str(afile)],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and 'exists and is not a folder' in r.stderr and 'Traceback' not in r.stderr
+    assert r.returncode == 1 and 'exists and is not a folder' in r.stderr and 'Traceback' not in r.stderr
     assert afile.read_text() == 'keep me'
     r = subprocess.run([sys.executable, '-c', code, '--device', 'tpu', '--output-dir', str(tmp_path / 'x')],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "unknown device 'tpu'" in r.stderr and not (tmp_path / 'x').exists()
+    assert r.returncode == 1 and "unknown device 'tpu'" in r.stderr and not (tmp_path / 'x').exists()
     r = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True, text=True)
     assert r.returncode == 0 and '--quick' in r.stdout

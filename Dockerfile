@@ -1,0 +1,12 @@
+# bert_book's REST service on the CPU:
+#   docker build -t bert-book . && docker run -p 8000:8000 -v $PWD/my-tagger:/model:ro bert-book
+FROM python:3.12-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY . .
+# the CPU wheel of the pinned torch (PyTorch's index: 2.x.y+cpu sorts above PyPI's CUDA 2.x.y), then the serve extra
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt ".[serve]" \
+ && useradd --create-home bert
+USER bert
+EXPOSE 8000
+CMD ["bert-book", "serve", "/model", "--host", "0.0.0.0", "--port", "8000"]
