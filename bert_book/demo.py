@@ -5,7 +5,6 @@
 # %% ../nbs/20_demo.ipynb 2
 from __future__ import annotations
 import argparse, json, math, sys, time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,9 +26,8 @@ __all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'run_demo', 'demo_parser'
 
 # %% ../nbs/20_demo.ipynb 5
 RECIPES = {
-    'full':  dict(vocab_size=4000, corpus=None, model=dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-                  mlm_epochs=6, mlm_batch=32, mlm_lr=1e-3,
-                  ner_train=None, ner_dev=None, ner_test=None, ner_epochs=8, ner_batch=32, ner_lr=5e-4),
+    'full':  dict(vocab_size=4000, corpus=None, model={}, mlm_epochs=3, mlm_batch=64, mlm_lr=1e-3,
+                  ner_train=None, ner_dev=None, ner_test=None, ner_epochs=12, ner_batch=32, ner_lr=5e-4),
     'quick': dict(vocab_size=1500, corpus=1500, model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                                            intermediate_size=128),
                   mlm_epochs=1, mlm_batch=32, mlm_lr=2e-3,
@@ -91,8 +89,7 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
 
     log(f"[3/6] NER fine-tuning on {len(train):,} sentences (dev {len(dev):,}), early stopping on entity F1")
     t = time.perf_counter()
-    tagger_config = replace(mlm.config, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, extra=dict(mlm.config.extra))
-    ner, ner_history = train_ner(train, dev, tok, encoder=mlm, config=tagger_config, seed=seed, training=TrainingConfig(
+    ner, ner_history = train_ner(train, dev, tok, encoder=mlm, seed=seed, training=TrainingConfig(
         num_epochs=r['ner_epochs'], batch_size=r['ner_batch'], lr=r['ner_lr'], warmup_ratio=0.1, metric_for_best='f1',
         early_stopping_patience=3, group_by_length=True, seed=seed, device=device, progress=progress))
     times['ner'] = time.perf_counter() - t
