@@ -1,6 +1,7 @@
 """bert_book.metrics seen from outside: entity extraction and scores equal seqeval's (its default and strict modes),
 the report equals seqeval's classification_report, token accuracy and perplexity equal their definitions, bad input
 fails clearly. seqeval and scikit-learn are test-only dependencies."""
+import importlib
 import itertools, math, random, subprocess, sys, warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ from bert_book.metrics import (SCHEMES, UndefinedMetricWarning, classification_r
                                get_entities, get_entities_lenient, get_scheme, ner_scores, partial_match_counts,
                                perplexity, plot_confusion_matrix, token_accuracy, token_confusion_matrix)
 
-seqeval = pytest.importorskip('seqeval')
+seqeval = importlib.import_module('seqeval')
 from seqeval import scheme as sq
 from seqeval.metrics import classification_report as sq_report, f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities as sq_get_entities

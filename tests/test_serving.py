@@ -3,6 +3,7 @@ HTTP exactly what the engine and the NER pipeline answer in-process; bad request
 leave the service serving; concurrent requests are micro-batched and each gets its own answer; encode truncates at
 the model's limit and flags it; SIGINT and SIGTERM end the server with exit status 0; the command line's help and
 one-line errors."""
+import importlib
 import asyncio
 import json
 import os
@@ -15,9 +16,9 @@ import time
 import pytest
 import torch
 
-httpx = pytest.importorskip('httpx')
-pytest.importorskip('fastapi')
-pytest.importorskip('uvicorn')
+httpx = importlib.import_module('httpx')
+importlib.import_module('fastapi')
+importlib.import_module('uvicorn')
 
 from bert_book.core import BertConfig, seed_everything
 from bert_book.data import load_corpus, load_sample, detokenize
