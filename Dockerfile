@@ -1,6 +1,6 @@
 # bert_book's REST service on the CPU:
 #   docker build -t bert-book . && docker run -p 8000:8000 -v $PWD/my-tagger:/model:ro bert-book
-FROM python:3.12-slim
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY . .
