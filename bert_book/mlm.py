@@ -16,8 +16,8 @@ from .masking import MLMCollator
 from .training import Trainer, TrainingConfig, History, evaluate_batches
 
 # %% auto 0
-__all__ = ['tokenize_corpus', 'fixed_eval_batches', 'unigram_perplexity', 'evaluate_mlm', 'compact_config', 'pretrain_mlm',
-           'fill_mask']
+__all__ = ['tokenize_corpus', 'pack_examples', 'fixed_eval_batches', 'unigram_perplexity', 'evaluate_mlm', 'compact_config',
+           'pretrain_mlm', 'fill_mask']
 
 # %% ../nbs/06a_mlm.ipynb 5
 def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts are skipped)
@@ -38,6 +38,30 @@ def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts ar
     return examples
 
 # %% ../nbs/06a_mlm.ipynb 8
+def pack_examples(examples: Sequence[dict], # tokenized sentences, `[CLS] … [SEP]` each (from `tokenize_corpus`)
+                  max_length: int = 128,     # the most tokens per packed example, specials included
+                 ) -> list[dict]:
+    "Concatenate consecutive examples into `[CLS] a [SEP] b [SEP] …` of at most `max_length` tokens; sentences are kept whole."
+    if max_length < 3: raise ValueError(f"max_length must be at least 3, got {max_length}")
+    packed, ids, words, n_words = [], [], [], 0
+    def flush():
+        if len(ids) > 1: packed.append({'input_ids': ids[:], **({'word_ids': words[:]} if with_words else {})})
+    with_words = bool(examples) and 'word_ids' in examples[0]
+    for k, ex in enumerate(examples):
+        e = ex['input_ids']
+        if len(e) < 2: raise ValueError(f"examples[{k}] has {len(e)} tokens; expected [CLS] … [SEP]")
+        body = list(e[1:-1])[:max_length - 2]                     # the sentence without its [CLS] and [SEP]
+        if ids and len(ids) + len(body) + 1 > max_length: flush(); ids, words, n_words = [], [], 0
+        if not ids: ids, words = [e[0]], [-1]                     # the example's [CLS]
+        ids += body + [e[-1]]                                     # the sentence and its [SEP]
+        if with_words:
+            w = [x for x in ex['word_ids'][1:-1]][:len(body)]
+            words += [x + n_words if x >= 0 else -1 for x in w] + [-1]
+            n_words += max(w, default=-1) + 1
+    flush()
+    return packed
+
+# %% ../nbs/06a_mlm.ipynb 11
 def fixed_eval_batches(examples: Sequence[dict], collator: MLMCollator, batch_size: int = 64, seed: int = 1234) -> list[dict]:
     "Collate and mask `examples` once, with a fixed seed: the same positions are scored at every evaluation."
     fixed = collator.with_seed(seed)
@@ -54,13 +78,13 @@ def unigram_perplexity(train_examples: Sequence[dict], # the examples the freque
     targets = torch.cat([b['labels'][b['labels'] != -100] for b in eval_batches])
     return math.exp(-logp[targets].mean().item())
 
-# %% ../nbs/06a_mlm.ipynb 11
+# %% ../nbs/06a_mlm.ipynb 14
 def evaluate_mlm(model: BertForMaskedLM, batches: Sequence[dict], device=None) -> dict:
     "Loss, perplexity and accuracy over the masked positions of `batches`."
     m = evaluate_batches(model, batches, device, forward_kwargs={'masked_only': True})
     return {'loss': m['loss'], 'perplexity': math.exp(m['loss']), 'accuracy': m['accuracy'], 'n_targets': m['n_targets']}
 
-# %% ../nbs/06a_mlm.ipynb 13
+# %% ../nbs/06a_mlm.ipynb 16
 def compact_config(vocab_size: int, # the tokenizer's vocabulary size
                    **overrides,     # any other `BertConfig` field
                   ) -> BertConfig:
@@ -68,7 +92,7 @@ def compact_config(vocab_size: int, # the tokenizer's vocabulary size
     return BertConfig(**{**dict(vocab_size=vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                                 intermediate_size=1024, max_position_embeddings=128), **overrides})
 
-# %% ../nbs/06a_mlm.ipynb 16
+# %% ../nbs/06a_mlm.ipynb 19
 def pretrain_mlm(texts: Sequence[str],            # the training corpus, one example per text
                  tokenizer,                       # a `BertTokenizer` (its vocabulary sizes the model)
                  config: BertConfig | None = None, # the model's shape; default `compact_config(tokenizer.vocab_size)`
@@ -78,6 +102,7 @@ def pretrain_mlm(texts: Sequence[str],            # the training corpus, one exa
                  whole_word_mask: bool = False,   # mask all pieces of a word together
                  mlm_probability: float = 0.15,
                  seed: int = 0,                   # seeds the model's initialisation and the masks
+                 pack: bool = False,              # pack consecutive training texts into examples of up to max_position_embeddings tokens
                 ) -> tuple[BertForMaskedLM, History]:
     "Pre-train a `BertForMaskedLM` from scratch on `texts`; returns the model (best validation loss) and its History."
     config = config or compact_config(tokenizer.vocab_size)
@@ -91,6 +116,7 @@ def pretrain_mlm(texts: Sequence[str],            # the training corpus, one exa
         examples, eval_examples = examples[:-n_eval], examples[-n_eval:]
     else:
         eval_examples = tokenize_corpus(eval_texts, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
+    if pack: examples = pack_examples(examples, config.max_position_embeddings)   # validation stays one text per example
     collator = MLMCollator.from_tokenizer(tokenizer, seed=seed, whole_word_mask=whole_word_mask,
                                           mlm_probability=mlm_probability, max_length=config.max_position_embeddings)
     eval_batches = fixed_eval_batches(eval_examples, collator)
@@ -100,7 +126,7 @@ def pretrain_mlm(texts: Sequence[str],            # the training corpus, one exa
                       lengths=[len(e['input_ids']) for e in examples], forward_kwargs={'masked_only': True})
     return model, trainer.fit()
 
-# %% ../nbs/06a_mlm.ipynb 20
+# %% ../nbs/06a_mlm.ipynb 23
 @torch.inference_mode()
 def fill_mask(model: BertForMaskedLM, # a masked language model
               tokenizer,              # its tokenizer
