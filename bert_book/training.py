@@ -279,6 +279,10 @@ class Trainer:
                     loss = self._loss(batch) / len(group)
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
+        if not bool(torch.isfinite(loss_sum)):   # stop before a NaN reaches the weights: they stay those of the last step
+            raise FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}); the weights are "
+                                     f"those after step {self.step}. A batch with no labelled position (every label -100, e.g. "
+                                     "a small MLM batch where nothing was masked) gives NaN; so does a diverging run (lower lr).")
         if self.cfg.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)

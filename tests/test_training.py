@@ -120,3 +120,19 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     w1, w2 = (torch.load(tmp_path / f, weights_only=True) for f in ('one.pt', 'two.pt'))
     assert max_gap(w1, w2) < 1e-5
     assert one.stdout.split()[-1][:6] == two.stdout.split()[-1][:6]   # the same evaluation loss, to 4 decimals
+
+
+def test_a_nan_loss_stops_before_the_weights_change():
+    "A micro-batch with nothing labelled (NaN loss) stops the run with the step named; the weights stay as they were."
+    seed_everything(0)
+    model = BertForTokenClassification(BertConfig(**TINY))
+    data = toy(64)
+    data[40]['labels'] = torch.full_like(data[40]['labels'], -100)      # the second step's example below
+    cfg = TrainingConfig(max_steps=4, batch_size=1, shuffle=False, progress=False, device='cpu', lr=1e-3)
+    trainer = Trainer(model, cfg, data[39:43], stack)
+    with pytest.raises(FloatingPointError, match='non-finite training loss at step 2') as e: trainer.fit()
+    assert 'the weights are those after step 1' in str(e.value)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    loss_fn = lambda logits, labels: logits.sum() * float('nan')          # a user's loss that breaks
+    with pytest.raises(FloatingPointError, match='step 1'):
+        Trainer(BertForTokenClassification(BertConfig(**TINY)), cfg, data, stack, loss_fn=loss_fn).fit()
