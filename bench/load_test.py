@@ -10,7 +10,7 @@ Without --model-dir a compact tagger (4 layers, hidden 256, 128 positions) with 
 folder: throughput does not depend on what the weights learned. Loopback only; bounded by --seconds and --max-requests.
 """
 from __future__ import annotations
-import argparse, os, subprocess, sys, tempfile, time
+import argparse, os, sys, tempfile
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,8 @@ from bert_book.data import SAMPLE_LABELS, detokenize, load_corpus, load_sample
 from bert_book.heads import BertForTokenClassification
 from bert_book.mlm import compact_config
 from bert_book.pretrained import save_pretrained
-from bert_book.serving import free_port, load_test
+from bert_book.cli import ServeProcess
+from bert_book.serving import load_test
 from bert_book.tokenizer import train_wordpiece
 
 
@@ -30,27 +31,6 @@ def compact_tagger(folder: Path) -> Path:
     seed_everything(0)
     model = BertForTokenClassification(compact_config(tok.vocab_size, id2label=dict(enumerate(SAMPLE_LABELS)))).eval()
     return save_pretrained(model, tok, folder)
-
-
-def start_server(model_dir: Path, device: str, batching: bool, args) -> tuple[subprocess.Popen, str]:
-    "`bert-book serve` on a free loopback port; returns once /health answers."
-    port = free_port()
-    cmd = [sys.executable, '-m', 'bert_book.cli', 'serve', str(model_dir), '--port', str(port), '--log-level', 'warning',
-           '--max-batch-size', str(args.max_batch_size), '--batch-wait-ms', str(args.batch_wait_ms)] + ([] if batching else ['--no-batching'])
-    proc = subprocess.Popen(cmd, env={**os.environ, 'BERT_BOOK_DEVICE': device}, stderr=subprocess.PIPE, text=True)
-    url, deadline = f'http://127.0.0.1:{port}', time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None: raise SystemExit(f"load_test: the server exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200: return proc, url
-        except httpx.TransportError: time.sleep(0.1)
-    proc.kill(); raise SystemExit('load_test: the server did not answer /health within 120 s')
-
-
-def stop_server(proc: subprocess.Popen) -> int:
-    proc.terminate()
-    try: return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired: proc.kill(); return -9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.seconds:g} s; {k} sentence(s) per request to {args.endpoint}", flush=True)
         rows = {}
         for batching in (True, False):
-            proc, url = start_server(model_dir, args.device, batching, args)
+            proc = ServeProcess(model_dir, '--max-batch-size', args.max_batch_size, '--batch-wait-ms', args.batch_wait_ms,
+                                *([] if batching else ['--no-batching']), env={**os.environ, 'BERT_BOOK_DEVICE': args.device},
+                                timeout=120).start()
+            url = proc.url
             try:
                 load_test(url, payloads, clients=2, seconds=1.0, endpoint=args.endpoint)           # warm-up
                 rows[batching] = load_test(url, payloads, clients=args.clients, seconds=args.seconds,
                                            endpoint=args.endpoint, max_requests=args.max_requests)
             finally:
-                rc = stop_server(proc)
+                rc, _ = proc.stop()
             if rc != 0: print(f"warning: the server exited with status {rc}", file=sys.stderr)
 
     print(f"\n{'micro-batching':15} {'clients':>7} {'requests':>9} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")

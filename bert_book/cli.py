@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cli.ipynb 2
 from __future__ import annotations
-import argparse, json, logging, sys
+import argparse, json, logging, signal, subprocess, sys, time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +18,8 @@ from .training import TrainingConfig
 from .serving import Engine, Limits, folder_task, serve
 
 # %% auto 0
-__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_predict', 'cmd_serve', 'build_parser', 'main']
+__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_predict', 'cmd_serve', 'build_parser', 'main',
+           'ServeProcess']
 
 # %% ../nbs/11_cli.ipynb 6
 PROG = 'bert-book'
@@ -201,6 +202,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/11_cli.ipynb 12
+# %% ../nbs/11_cli.ipynb 21
+class ServeProcess:
+    "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
+    def __init__(self, folder: str | Path,    # the model folder to serve
+                 *options: str,              # more `serve` options, e.g. '--no-batching'
+                 env: dict | None = None,    # the process's environment (default: this one's)
+                 timeout: float = 60.0,      # seconds to wait for /health
+                ):
+        self.folder, self.options, self.env, self.timeout = Path(folder), [str(o) for o in options], env, timeout
+        self.proc, self.url = None, None
+
+    def start(self) -> 'ServeProcess':
+        "Start the server; return once it answers /health (a RuntimeError with its stderr if it exits or never answers)."
+        import httpx                          # the serve extra
+        from bert_book.serving import free_port
+        port = free_port()
+        self.url = f'http://127.0.0.1:{port}'
+        self.proc = subprocess.Popen([sys.executable, '-m', 'bert_book.cli', 'serve', str(self.folder), '--port', str(port),
+                                      '--log-level', 'warning', *self.options], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bert-book serve exited with {self.proc.returncode}: {self.proc.stderr.read().strip()}")
+            try:
+                if httpx.get(f'{self.url}/health', timeout=1).status_code == 200: return self
+            except httpx.TransportError: time.sleep(0.05)
+        self.proc.kill(); self.proc.communicate()
+        raise RuntimeError(f"bert-book serve did not answer {self.url}/health within {self.timeout:g} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> tuple[int, str]:
+        "Send `sig`, wait for the exit (kill after `timeout` s); returns the exit status and standard error."
+        self.proc.send_signal(sig)
+        try: _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired: self.proc.kill(); _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc):
+        if self.proc is not None and self.proc.poll() is None: self.stop()
+
+# %% ../nbs/11_cli.ipynb 25
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

@@ -43,10 +43,10 @@ def pack_examples(examples: Sequence[dict], # tokenized sentences, `[CLS] … [S
                  ) -> list[dict]:
     "Concatenate consecutive examples into `[CLS] a [SEP] b [SEP] …` of at most `max_length` tokens; sentences are kept whole."
     if max_length < 3: raise ValueError(f"max_length must be at least 3, got {max_length}")
+    with_words = bool(examples) and 'word_ids' in examples[0]
     packed, ids, words, n_words = [], [], [], 0
     def flush():
-        if len(ids) > 1: packed.append({'input_ids': ids[:], **({'word_ids': words[:]} if with_words else {})})
-    with_words = bool(examples) and 'word_ids' in examples[0]
+        if ids: packed.append({'input_ids': ids, **({'word_ids': words} if with_words else {})})
     for k, ex in enumerate(examples):
         e = ex['input_ids']
         if len(e) < 2: raise ValueError(f"examples[{k}] has {len(e)} tokens; expected [CLS] … [SEP]")
@@ -55,7 +55,7 @@ def pack_examples(examples: Sequence[dict], # tokenized sentences, `[CLS] … [S
         if not ids: ids, words = [e[0]], [-1]                     # the example's [CLS]
         ids += body + [e[-1]]                                     # the sentence and its [SEP]
         if with_words:
-            w = [x for x in ex['word_ids'][1:-1]][:len(body)]
+            w = list(ex['word_ids'][1:-1])[:len(body)]
             words += [x + n_words if x >= 0 else -1 for x in w] + [-1]
             n_words += max(w, default=-1) + 1
     flush()

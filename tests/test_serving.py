@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
@@ -24,7 +23,8 @@ from bert_book.core import BertConfig, seed_everything
 from bert_book.data import load_corpus, load_sample, detokenize
 from bert_book.heads import BertForMaskedLM, BertForTokenClassification
 from bert_book.pretrained import save_pretrained
-from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app, folder_task, free_port
+from bert_book.cli import ServeProcess
+from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app, folder_task
 from bert_book.token_classification import NERPipeline
 from bert_book.tokenizer import train_wordpiece
 
@@ -57,32 +57,12 @@ def engine(folders):
     return Engine.from_folder(folders[0], device='cpu')
 
 
-def start_server(folder, *options) -> tuple[subprocess.Popen, str]:
-    "`python -m bert_book.cli serve FOLDER` on a free loopback port, once /health answers."
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, '-m', 'bert_book.cli', 'serve', str(folder), '--port', str(port),
-                             '--log-level', 'warning', *options], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url, deadline = f'http://127.0.0.1:{port}', time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None: raise RuntimeError(f"the server exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200: return proc, url
-        except httpx.TransportError: time.sleep(0.05)
-    proc.kill(); raise RuntimeError('the server did not answer /health within 60 s')
-
-
-def stop_server(proc: subprocess.Popen, sig=signal.SIGTERM) -> tuple[int, str]:
-    proc.send_signal(sig)
-    try: _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired: proc.kill(); raise
-    return proc.returncode, err
-
-
 @pytest.fixture(scope='module')
 def server(folders):
-    proc, url = start_server(folders[0], '--max-texts', '8', '--max-chars', '2000', '--max-batch-size', '16', '--batch-wait-ms', '5')
-    yield url
-    rc, err = stop_server(proc)
+    proc = ServeProcess(folders[0], '--max-texts', '8', '--max-chars', '2000', '--max-batch-size', '16', '--batch-wait-ms', '5',
+                        env=ENV).start()
+    yield proc.url
+    rc, err = proc.stop()
     assert rc == 0, err
 
 
@@ -195,9 +175,9 @@ def test_concurrent_requests_are_batched_and_each_answered(server, engine):
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_clean_shutdown(folders, sig):
-    proc, url = start_server(folders[0])
-    assert httpx.post(f'{url}/v1/ner', json={'texts': TEXTS}).status_code == 200
-    rc, err = stop_server(proc, sig)
+    proc = ServeProcess(folders[0], env=ENV).start()
+    assert httpx.post(f'{proc.url}/v1/ner', json={'texts': TEXTS}).status_code == 200
+    rc, err = proc.stop(sig)
     assert rc == 0 and 'Traceback' not in err, err
 
 
