@@ -293,7 +293,7 @@ class MLMCollator:
         if not isinstance(seed, Integral) or isinstance(seed, bool): raise ValueError(f"seed must be an int, got {seed!r}")
         if fixed_seed is not None and (not isinstance(fixed_seed, Integral) or isinstance(fixed_seed, bool)):
             raise ValueError(f"fixed_seed must be an int or None, got {fixed_seed!r}")
-        self.seed, self.fixed_seed, self._worker = int(seed), fixed_seed, None
+        self.seed, self.fixed_seed, self._worker, self.rank = int(seed), fixed_seed, None, 0
         self.generator = torch.Generator().manual_seed(self.seed)
 
     @classmethod
@@ -317,6 +317,21 @@ class MLMCollator:
         other = copy.copy(self)
         other.fixed_seed, other.generator = int(seed), torch.Generator().manual_seed(int(seed))
         return other
+
+    def _stream_seed(self) -> int:
+        "The seed of this process's stream: `seed` on rank 0, a distant one on every other rank."
+        return (self.seed + self.rank * 0x9E3779B97F4A7C15) % 2**63
+
+    def set_rank(self, rank: int, # this process's rank in a distributed run (torch.distributed.get_rank())
+                ) -> 'MLMCollator':
+        """Give process `rank` masks of its own: re-seed the generator with a stream for that rank (rank 0 keeps `seed`).
+        Without it every process of a DDP run, holding the same seed, draws the same masks for same-shaped batches.
+        The Trainer calls this; a fixed-seed (evaluation) collator keeps its one mask."""
+        if isinstance(rank, bool) or not isinstance(rank, Integral) or rank < 0: raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+        if int(rank) != self.rank:
+            self.rank = int(rank)
+            if self.fixed_seed is None: self.generator.manual_seed(self._stream_seed())
+        return self
 
     def _fields(self, ex, # a list/tensor of ids, or a dict with input_ids (and token_type_ids, word_ids)
                 i: int, # its place in the batch, for messages
@@ -368,7 +383,7 @@ class MLMCollator:
         info = torch.utils.data.get_worker_info()
         if info is not None and self._worker != (info.id, info.seed):
             self._worker = (info.id, info.seed)
-            self.generator.manual_seed((info.seed + self.seed) % 2**63)
+            self.generator.manual_seed((info.seed + self._stream_seed()) % 2**63)
 
     def __call__(self, examples: Sequence, # the examples of one batch, as the DataLoader hands them over
                 ) -> dict[str, torch.Tensor]:

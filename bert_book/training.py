@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb 3
 from __future__ import annotations
-import json, math, os, random, time
+import json, math, os, random, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from safetensors.torch import save_model, load_model
+from safetensors.torch import save_model, load_file
 from tqdm.auto import tqdm
 
 from .core import get_device
@@ -143,7 +143,8 @@ def init_distributed(device: torch.device | None = None) -> torch.device:
 def _autocast_dtype(precision: str, device: torch.device):
     "The autocast dtype for `precision` on `device`, or None for fp32."
     if precision == 'auto':
-        precision = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'
+        # bf16 only where the GPU has it in hardware (Ampere on): is_bf16_supported() alone also counts emulation
+        precision = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else 'fp32'
     if precision == 'fp32': return None
     if precision == 'fp16' and device.type == 'cpu': raise ValueError("precision='fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
@@ -220,7 +221,7 @@ class Trainer:
                  eval_fn: Callable | None = None,  # model -> dict of metrics; replaces the default evaluation
                  lengths: Sequence[int] | None = None,  # example lengths, for group_by_length
                  forward_kwargs: dict | None = None,    # extra keywords for the training forward (e.g. masked_only=True)
-                 loss_fn: Callable | None = None,       # (logits, labels) -> training loss, instead of the model's own
+                 loss_fn: Callable | None = None,       # (logits, labels) -> mean training loss over the labelled positions, instead of the model's own
                 ):
         if len(train_data) == 0: raise ValueError("train_data is empty")
         self.cfg, self.collate_fn, self.train_data, self.eval_batches = config, collate_fn, train_data, eval_batches
@@ -229,6 +230,10 @@ class Trainer:
         if config.group_by_length and lengths is None: raise ValueError("group_by_length=True needs `lengths`")
         self.device = init_distributed(get_device(config.device))
         self.rank, self.world = dist_info()
+        if len(train_data) < self.world:
+            raise ValueError(f"train_data has {len(train_data)} examples, fewer examples than the {self.world} processes: "
+                             "each process needs at least one example of every batch")
+        if callable(getattr(collate_fn, 'set_rank', None)): collate_fn.set_rank(self.rank)  # its own masks on each process
         self.model = model.to(self.device)
         self.train_model = model
         if self.world > 1:
@@ -238,8 +243,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.optimizer = make_optimizer(model, config, self.device)
         self.global_batch = config.batch_size * self.world
-        n_batches = len(batch_schedule(len(train_data), self.global_batch, epoch=0, seed=config.seed, shuffle=False,
-                                       drop_last=config.drop_last))
+        n_batches = sum(len(b) >= self.world for b in batch_schedule(   # the batches `_epoch_steps` keeps
+            len(train_data), self.global_batch, epoch=0, seed=config.seed, shuffle=False, drop_last=config.drop_last))
         if n_batches == 0: raise ValueError(f"{len(train_data)} examples make no batch of {self.global_batch} with drop_last=True")
         self.steps_per_epoch = math.ceil(n_batches / config.grad_accum_steps)
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
@@ -248,6 +253,7 @@ class Trainer:
         self.history = History()
         self.step, self.epoch, self.step_in_epoch, self.bad_evals = 0, 0, 0, 0
         self.best_state = None
+        self.step_lr = None   # the learning rate the last optimizer step used
 
 
     # --- one optimizer step ------------------------------------------------------------------------------------------
@@ -258,31 +264,57 @@ class Trainer:
         mine = indices[start:start + share + (self.rank < extra)]
         return to_device(self.collate_fn([self.train_data[i] for i in mine]), self.device)
 
-    def _loss(self, batch: dict) -> torch.Tensor:
-        "The training loss of one micro-batch: the model's own, or `loss_fn(logits, labels)` on its logits."
-        if self.loss_fn is None: return self.train_model(**batch, **self.forward_kwargs).loss
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
+        if self.loss_fn is None:
+            out = self.train_model(**batch, **self.forward_kwargs)
+            return out.loss, out.logits
         if 'labels' not in batch: raise ValueError("loss_fn needs a 'labels' entry in the collated batch")
         labels = batch['labels']
         out = self.train_model(**{k: v for k, v in batch.items() if k != 'labels'}, **self.forward_kwargs)
-        return self.loss_fn(out.logits, labels)
+        return self.loss_fn(out.logits, labels), out.logits
 
-    def _optimizer_step(self, group: list[list[int]]) -> float:
-        "Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step."
+    @staticmethod
+    def _n_labelled(batch: dict) -> torch.Tensor:
+        """How many positions a micro-batch's mean loss averages over: its labels that are not −100 (every entry of
+        float targets, as in regression); a batch without labels counts its examples."""
+        labels = batch.get('labels')
+        if labels is None: return torch.tensor(len(next(v for v in batch.values() if torch.is_tensor(v))))
+        return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != -100).sum()
+
+    def _nonfinite(self, why: str) -> FloatingPointError:
+        return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
+                                  f"are those after step {self.step}.")
+
+    def _optimizer_step(self, group: list[list[int]]) -> torch.Tensor:
+        """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
+        The step's loss is the mean over *every labelled position* of the step, on every process: each micro-batch's
+        mean is weighted by its share n_i / N of the labelled positions, N summed over the micro-batches and all-reduced
+        over the processes (and multiplied by the world size, which DDP's gradient average divides out again)."""
         self.train_model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        for i, indices in enumerate(group):
-            batch = self._micro_batch(indices)
-            last = i == len(group) - 1
+        batches = [self._micro_batch(indices) for indices in group]
+        counts = torch.stack([self._n_labelled(b).to(self.device, torch.float64) for b in batches])   # (k,)
+        total = counts.sum()
+        if self.world > 1: dist.all_reduce(total)
+        n_total, counts = total.item(), counts.tolist()   # the same N on every process, so they all agree below
+        if n_total == 0:
+            raise self._nonfinite("no position of the step is labelled (every label -100, e.g. a small MLM batch where "
+                                  "nothing was masked), on any process")
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, (batch, n) in enumerate(zip(batches, counts)):
+            last = i == len(batches) - 1
             sync = self.train_model.no_sync() if self.world > 1 and not last else nullcontext()
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss = self._loss(batch) / len(group)
-                self.scaler.scale(loss).backward()
+                    mean, logits = self._loss(batch)
+                # a micro-batch with nothing labelled adds nothing (its mean is NaN), but still joins DDP's all-reduce
+                loss = mean.float() * (n / n_total) if n > 0 else logits.float().sum() * 0.0
+                self.scaler.scale(loss * self.world).backward()
             loss_sum += loss.detach()
-        if not bool(torch.isfinite(loss_sum)):   # stop before a NaN reaches the weights: they stay those of the last step
-            raise FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}); the weights are "
-                                     f"those after step {self.step}. A batch with no labelled position (every label -100, e.g. "
-                                     "a small MLM batch where nothing was masked) gives NaN; so does a diverging run (lower lr).")
+        if self.world > 1: dist.all_reduce(loss_sum)   # the step's loss everywhere; a NaN on one process is NaN on all
+        if not bool(torch.isfinite(loss_sum)):         # stop before a NaN reaches the weights, on every process at once
+            raise self._nonfinite("a diverging run (lower the learning rate) or a loss_fn that returned NaN or inf")
+        self.step_lr = self.scheduler.get_last_lr()[0]   # the rate this step uses (the scheduler moves on below)
         if self.cfg.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
@@ -317,7 +349,7 @@ class Trainer:
                 if self.step % c.log_every == 0 or self.step == self.total_steps:
                     loss = running.item() / n_running
                     self.history.train.append({'step': self.step, 'epoch': self._epoch_float(), 'loss': loss,
-                                               'lr': self.scheduler.get_last_lr()[0]})
+                                               'lr': self.step_lr})
                     bar.set_postfix(loss=f'{loss:.4f}')
                     running.zero_(); n_running = 0
                 end_of_epoch = self.step_in_epoch == len(steps)
@@ -336,8 +368,17 @@ class Trainer:
         "Put the best evaluation's weights back (from memory, or from output_dir/best after a resume)."
         best_dir = Path(self.cfg.output_dir) / 'best' if self.cfg.output_dir else None
         if self.best_state is not None: self.model.load_state_dict(self.best_state)
-        elif best_dir is not None and (best_dir / 'model.safetensors').is_file():
-            load_model(self.model, str(best_dir / 'model.safetensors'), device=str(self.device))
+        elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
+
+    def _load_weights(self, path: Path):
+        """Load a model.safetensors into the model. `save_model` writes a tied weight once (the MLM decoder shares the word
+        embeddings), so its other names are missing from the file: the model's load hook ties them again, and only
+        keys outside `_tied_weights_keys` count as missing."""
+        try:
+            missing, unexpected = self.model.load_state_dict(load_file(str(path)), strict=False)
+            missing = [k for k in missing if k not in getattr(self.model, '_tied_weights_keys', {})]
+            if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
 
     def _epoch_float(self) -> float:
         return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
@@ -375,6 +416,11 @@ class Trainer:
     def save_checkpoint(self, folder: str | Path, weights_only: bool = False) -> Path | None:
         """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
         scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
+        gen = getattr(self.collate_fn, 'generator', None)
+        collate_rngs = [gen.get_state() if isinstance(gen, torch.Generator) else None]   # each process masks its own way
+        if self.world > 1 and not weights_only:
+            collate_rngs = [None] * self.world
+            dist.all_gather_object(collate_rngs, gen.get_state() if isinstance(gen, torch.Generator) else None)
         if self.rank != 0:
             if self.world > 1: dist.barrier()
             return None
@@ -382,13 +428,12 @@ class Trainer:
         save_model(self.model, str(folder / 'model.safetensors'))   # handles the tied decoder weight
         if hasattr(getattr(self.model, 'config', None), 'save_pretrained'): self.model.config.save_pretrained(folder)
         if not weights_only:
-            gen = getattr(self.collate_fn, 'generator', None)
             state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                      'scaler': self.scaler.state_dict(), 'step': self.step, 'epoch': self.epoch,
                      'step_in_epoch': self.step_in_epoch, 'bad_evals': self.bad_evals,
                      'rng_cpu': torch.get_rng_state(),
                      'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                     'collate_rng': gen.get_state() if isinstance(gen, torch.Generator) else None,
+                     'collate_rng': collate_rngs[0], 'collate_rng_ranks': collate_rngs,
                      'training_config': json.dumps(asdict(self.cfg), default=str)}
             torch.save(state, folder / 'trainer_state.pt')
             (folder / 'history.json').write_text(json.dumps(self.history.to_dict(), indent=1))
@@ -400,8 +445,7 @@ class Trainer:
         folder = Path(folder)
         for name in ('model.safetensors', 'trainer_state.pt', 'history.json'):
             if not (folder / name).is_file(): raise FileNotFoundError(f"checkpoint {folder} has no {name}")
-        try: load_model(self.model, str(folder / 'model.safetensors'), device=str(self.device))
-        except Exception as e: raise ValueError(f"{folder / 'model.safetensors'}: cannot load into this model: {e}") from None
+        self._load_weights(folder / 'model.safetensors')
         state = torch.load(folder / 'trainer_state.pt', map_location='cpu', weights_only=True)
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
@@ -411,5 +455,9 @@ class Trainer:
         torch.set_rng_state(state['rng_cpu'])
         if state['rng_cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['rng_cuda'])
         gen = getattr(self.collate_fn, 'generator', None)
-        if state['collate_rng'] is not None and isinstance(gen, torch.Generator): gen.set_state(state['collate_rng'])
+        rngs = state.get('collate_rng_ranks') or [state['collate_rng']]
+        if len(rngs) != self.world and self.rank == 0 and any(r is not None for r in rngs):
+            warnings.warn(f"{folder} was saved by {len(rngs)} processes, resumed by {self.world}: the collator's random "
+                          "state is restored where a process had one, so the masks differ from an uninterrupted run")
+        if self.rank < len(rngs) and rngs[self.rank] is not None and isinstance(gen, torch.Generator): gen.set_state(rngs[self.rank])
         self.history = History.from_dict(json.loads((folder / 'history.json').read_text()))

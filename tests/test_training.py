@@ -1,5 +1,5 @@
 """bert_book.training seen from outside: exact resume, accumulation, early stopping, two-process DDP on CPU."""
-import os, subprocess, sys, textwrap
+import json, os, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
@@ -136,3 +136,221 @@ def test_a_nan_loss_stops_before_the_weights_change():
     loss_fn = lambda logits, labels: logits.sum() * float('nan')          # a user's loss that breaks
     with pytest.raises(FloatingPointError, match='step 1'):
         Trainer(BertForTokenClassification(BertConfig(**TINY)), cfg, data, stack, loss_fn=loss_fn).fit()
+
+
+# --- issue 17: resume for every model, the same result with accumulation or more processes ---------------------------
+
+from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, cross_entropy
+from bert_book.masking import MLMCollator
+from bert_book.training import _autocast_dtype
+
+
+def test_mlm_resume_is_bit_exact(tmp_path):
+    "A masked language model (tied decoder) resumes bit-exactly, mid-epoch and at an epoch boundary, with accumulation 3."
+    g = torch.Generator().manual_seed(0)
+    data = [x for x in torch.randint(5, 100, (60, 12), generator=g)]   # 60 examples / (4 × 3) = 5 steps an epoch
+    def make(seed, out):
+        seed_everything(seed)
+        model = BertForMaskedLM(BertConfig(**TINY))
+        cfg = TrainingConfig(max_steps=8, batch_size=4, grad_accum_steps=3, lr=3e-3, save_every=1, output_dir=str(out),
+                             progress=False, device='cpu', log_every=1)
+        collate = MLMCollator(pad_token_id=0, mask_token_id=4, vocab_size=100, special_token_ids=[1, 2, 3], seed=5)
+        return model, Trainer(model, cfg, data, collate, forward_kwargs={'masked_only': True})
+    a, ta = make(0, tmp_path / 'a'); ta.fit()
+    assert ta.steps_per_epoch == 5
+    for at in (3, 5):   # mid-epoch, epoch boundary
+        b, tb = make(1, tmp_path / f'b{at}'); tb.fit(resume_from=tmp_path / 'a' / f'checkpoint-{at}')
+        assert max_gap(weights(a), weights(b)) == 0.0
+        assert tb.history.train == ta.history.train
+
+
+def test_load_best_from_disk_for_mlm(tmp_path):
+    "After a resume the best weights come back from output_dir/best: that load must accept the tied decoder too."
+    data = [x for x in torch.randint(5, 100, (16, 12), generator=torch.Generator().manual_seed(0))]
+    collate = MLMCollator(pad_token_id=0, mask_token_id=4, vocab_size=100, special_token_ids=[1, 2, 3], seed=5)
+    seed_everything(0)
+    cfg = TrainingConfig(max_steps=2, batch_size=8, lr=3e-3, output_dir=str(tmp_path), progress=False, device='cpu')
+    t = Trainer(BertForMaskedLM(BertConfig(**TINY)), cfg, data, collate, eval_batches=[collate.with_seed(1)(data[:8])])
+    t.fit()
+    t.best_state = None
+    t._load_best()   # from disk
+
+
+def unequal(n=64):
+    "Blocks of 8 examples: all 10 positions labelled, then 1 labelled — micro-batches with very different label counts."
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i, x in enumerate(torch.randint(1, 100, (n, 10), generator=g)):
+        labels = x % 4
+        if (i // 8) % 2: labels = torch.where(torch.arange(10) == 3, labels, -100)
+        out.append({'input_ids': x, 'labels': labels})
+    return out
+
+
+def test_accumulation_is_token_weighted():
+    "1 × 16 = 2 × 8 = 4 × 4 when micro-batches hold 80 and 8 labelled positions: the loss is a mean over tokens of the step."
+    cfg = BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    def run(bs, accum, loss_fn=None):
+        seed_everything(0)
+        model = BertForTokenClassification(cfg)
+        t = Trainer(model, TrainingConfig(max_steps=3, batch_size=bs, grad_accum_steps=accum, lr=3e-3, shuffle=False,
+                                          progress=False, device='cpu', log_every=1), unequal(), stack, loss_fn=loss_fn)
+        t.fit()
+        return weights(model), t.history.train
+    (w1, h1), (w2, h2), (w4, _) = run(16, 1), run(8, 2), run(4, 4)
+    assert max_gap(w1, w2) < 1e-6 and max_gap(w1, w4) < 1e-6
+    assert abs(h1[0]['loss'] - h2[0]['loss']) < 1e-6       # the logged loss is the same token mean
+    # a loss_fn returns a mean over the labelled positions: it is weighted by the micro-batch's labelled count
+    mean_fn = lambda logits, labels: cross_entropy(logits, labels)
+    assert max_gap(w1, run(8, 2, mean_fn)[0]) < 1e-6 and max_gap(w1, run(4, 4, mean_fn)[0]) < 1e-6
+
+
+def test_sequence_classification_accumulation():
+    "One label per example: weighting by labelled count is weighting by examples, so a short last micro-batch counts less."
+    cfg = BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    g = torch.Generator().manual_seed(0)
+    data = [{'input_ids': x, 'labels': x[0] % 4} for x in torch.randint(1, 100, (20, 10), generator=g)]
+    def run(bs, accum, loss_fn=None):
+        seed_everything(0)
+        model = BertForSequenceClassification(cfg)
+        Trainer(model, TrainingConfig(max_steps=1, batch_size=bs, grad_accum_steps=accum, lr=3e-3, shuffle=False,
+                                      progress=False, device='cpu'), data, stack, loss_fn=loss_fn).fit()
+        return weights(model)
+    w = run(20, 1)
+    assert max_gap(w, run(8, 3)) < 1e-6                      # micro-batches of 8, 8 and 4 examples
+    assert max_gap(w, run(8, 3, lambda logits, labels: cross_entropy(logits, labels))) < 1e-6
+
+
+def test_logged_lr_is_the_lr_of_the_step():
+    seed_everything(0)
+    cfg = TrainingConfig(max_steps=6, batch_size=8, lr=1e-3, warmup_steps=2, log_every=1, progress=False, device='cpu')
+    t = Trainer(BertForTokenClassification(BertConfig(**TINY)), cfg, toy(48), stack)
+    lrs = [r['lr'] for r in t.fit().train]
+    assert lrs == pytest.approx([1e-3 * lr_lambda(s, 6, 2) for s in range(6)])
+    assert lrs[-1] > 0
+
+
+def test_auto_precision_ignores_bf16_emulation(monkeypatch):
+    "A pre-Ampere GPU 'supports' bf16 only through emulation: precision='auto' must choose fp32 there."
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    assert _autocast_dtype('auto', torch.device('cuda')) is None
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    assert _autocast_dtype('auto', torch.device('cuda')) == torch.bfloat16
+
+
+DDP_ISSUE17 = textwrap.dedent('''
+    import json, sys, torch
+    torch.set_num_threads(1)
+    from bert_book.core import BertConfig, seed_everything
+    from bert_book.heads import BertForTokenClassification, cross_entropy
+    from bert_book.masking import MLMCollator
+    from bert_book.training import Trainer, TrainingConfig
+    mode, out = sys.argv[1], sys.argv[2]
+    stack = lambda ex: {k: torch.stack([e[k] for e in ex]) for k in ex[0]}
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=32, num_labels=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    g = torch.Generator().manual_seed(0)
+    data = []
+    for i, x in enumerate(torch.randint(1, 100, (64, 10), generator=g)):
+        labels = x % 4
+        if (i // 8) % 2: labels = torch.where(torch.arange(10) == 3, labels, -100)
+        data.append({'input_ids': x, 'labels': labels})
+    def weights_run(bs, accum):
+        seed_everything(0)
+        model = BertForTokenClassification(config)
+        t = Trainer(model, TrainingConfig(max_steps=3, batch_size=bs, grad_accum_steps=accum, lr=3e-3, shuffle=False,
+                                          progress=False, device='cpu', log_every=1), data, stack)
+        t.fit()
+        return t, model
+    res = {}
+    if mode == 'single':
+        for bs, accum in ((16, 1), (4, 4)):
+            t, model = weights_run(bs, accum)
+            torch.save(model.state_dict(), f'{out}/w_{bs}x{accum}.pt')
+        sys.exit(0)
+    # 1. 2 processes x 8: the weights of 1 x 16
+    t, model = weights_run(8, 1)
+    rank = t.rank
+    if rank == 0: torch.save(model.state_dict(), f'{out}/w_2procs.pt')
+    # 2. every rank masks its own positions: identical examples, identical batches
+    seen = []
+    class Recording(MLMCollator):
+        def __call__(self, ex):
+            b = super().__call__(ex); seen.append(b['labels'].clone()); return b
+    same = [torch.arange(5, 17)] * 16
+    seed_everything(0)
+    mlm = BertForTokenClassification(config)   # any model: only the collator matters here
+    collate = Recording(pad_token_id=0, mask_token_id=4, vocab_size=100, special_token_ids=[1, 2, 3], seed=0)
+    t = Trainer(mlm, TrainingConfig(max_steps=2, batch_size=4, lr=1e-3, progress=False, device='cpu',
+                                    output_dir=f'{out}/mlm'), same, collate,
+                loss_fn=lambda logits, labels: logits.float().mean() * 0 + (labels != -100).float().mean())
+    t.fit()
+    torch.save(torch.stack(seen), f'{out}/labels_{rank}.pt')
+    state = torch.load(f'{out}/mlm/last/trainer_state.pt', weights_only=True)
+    res['collate_states_saved'] = len(state.get('collate_rng_ranks') or [])
+    mine_saved = (state.get('collate_rng_ranks') or [None, None])[rank]
+    res['own_state_saved'] = mine_saved is not None and bool(torch.equal(mine_saved, collate.generator.get_state()))
+    collate2 = Recording(pad_token_id=0, mask_token_id=4, vocab_size=100, special_token_ids=[1, 2, 3], seed=0)
+    t2 = Trainer(mlm, TrainingConfig(max_steps=2, batch_size=4, lr=1e-3, progress=False, device='cpu'), same, collate2,
+                 loss_fn=lambda logits, labels: logits.float().mean() * 0)
+    t2.load_checkpoint(f'{out}/mlm/last')
+    res['own_state_restored'] = bool(torch.equal(collate2.generator.get_state(), collate.generator.get_state()))
+    # 3. steps per epoch count what runs: 9 examples, global batch 8 -> [8], [1]; the 1 is dropped under 2 processes
+    seed_everything(0)
+    t = Trainer(BertForTokenClassification(config), TrainingConfig(num_epochs=2, batch_size=4, lr=1e-3, progress=False,
+                                                                    device='cpu'), data[:9], stack)
+    res['steps_per_epoch'] = t.steps_per_epoch
+    t.fit()
+    res['steps_run'], res['epochs_run'] = t.step, t.epoch
+    # 4. fewer examples than processes: a clear error, not a run that never ends
+    try:
+        Trainer(BertForTokenClassification(config), TrainingConfig(batch_size=4, progress=False, device='cpu'), data[:1], stack)
+        res['too_small'] = 'no error'
+    except ValueError as e: res['too_small'] = str(e)
+    with open(f'{out}/res_{rank}.json', 'w') as f: json.dump(res, f)
+    # 5. a non-finite loss on rank 1 only, at step 2: every rank stops, naming the step
+    calls = [0]
+    def breaks_on_rank1(logits, labels):
+        calls[0] += 1
+        loss = cross_entropy(logits, labels)
+        return loss * float('nan') if rank == 1 and calls[0] == 2 else loss
+    seed_everything(0)
+    t = Trainer(BertForTokenClassification(config), TrainingConfig(max_steps=4, batch_size=4, lr=1e-3, progress=False,
+                                                                    device='cpu'), data, stack, loss_fn=breaks_on_rank1)
+    try: t.fit(); msg = 'no error'
+    except FloatingPointError as e: msg = str(e)
+    res['nan'] = msg
+    res['finite_weights'] = all(bool(torch.isfinite(p).all()) for p in t.model.parameters())
+    with open(f'{out}/res_{rank}.json', 'w') as f: json.dump(res, f)
+''')
+
+
+def test_ddp_issue17(tmp_path):
+    "Two gloo processes: 2 × B/2 = 1 × B = k × B/k with unequal label counts; per-rank masks; step counts; a NaN stops every rank."
+    script = tmp_path / 'ddp17.py'
+    script.write_text(DDP_ISSUE17)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    one = subprocess.run([sys.executable, str(script), 'single', str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = Path(sys.executable).with_name('torchrun')
+    try:
+        two = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29533', str(script), 'ddp',
+                              str(tmp_path)], env=env, capture_output=True, text=True, timeout=400)
+        err = two.stderr[-3000:]
+    except subprocess.TimeoutExpired as e: err = f'timed out: {e}'
+    w = {n: torch.load(tmp_path / f'w_{n}.pt', weights_only=True) for n in ('16x1', '4x4', '2procs')
+         if (tmp_path / f'w_{n}.pt').exists()}
+    assert max_gap(w['16x1'], w['4x4']) < 1e-6
+    assert '2procs' in w, err
+    assert max_gap(w['16x1'], w['2procs']) < 1e-6
+    l0, l1 = (torch.load(tmp_path / f'labels_{r}.pt', weights_only=True) for r in (0, 1))
+    assert l0.shape == l1.shape and not torch.equal(l0, l1)        # the two ranks masked different positions
+    res = [json.loads((tmp_path / f'res_{r}.json').read_text()) for r in (0, 1)]
+    for r in res:
+        assert r['collate_states_saved'] == 2 and r['own_state_saved'] and r['own_state_restored']
+        assert r['steps_per_epoch'] == 1 and r['steps_run'] == 2 and r['epochs_run'] == 2
+        assert 'fewer examples' in r['too_small'], r['too_small']
+    for r in res:
+        assert 'nan' in r, err
+        assert 'non-finite training loss at step 2' in r['nan'] and r['finite_weights'], r['nan']
