@@ -224,6 +224,12 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if isinstance(model, BertForMaskedLM): config.extra['tie_word_embeddings'] = True
     tied = model._tied_weights_keys                                    # written once, under the source's name
     state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items() if k not in tied}
+    # the dtype the weights are written in, not the one of the folder they came from: transformers loads a model in
+    # the config's dtype, so a stale float16 would run fine-tuned fp32 weights in fp16 without a word
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    saved = str(max(set(floats), key=floats.count)).removeprefix('torch.') if floats else 'float32'
+    config.extra['torch_dtype'] = saved
+    if 'dtype' in config.extra: config.extra['dtype'] = saved
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / WEIGHTS_NAME), metadata={'format': 'pt'})
     config.save_pretrained(folder)

@@ -22,9 +22,10 @@ from .training import Trainer, TrainingConfig, History, evaluate_batches
 
 # %% auto 0
 __all__ = ['AGGREGATIONS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels', 'word_tags_from_labels',
-           'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'aggregate_pieces',
-           'check_window', 'plan_windows', 'window_settings', 'predict_word_probs', 'predict_ner', 'evaluate_ner',
-           'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
+           'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'check_aggregation',
+           'aggregate_pieces', 'check_window', 'plan_windows', 'window_settings', 'predict_word_probs', 'predict_ner',
+           'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words',
+           'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -201,6 +202,22 @@ class NERCollator:
 # %% ../nbs/08_token_classification.ipynb 27
 AGGREGATIONS = ('first', 'average', 'max')
 
+def check_aggregation(aggregation: str,           # 'first', 'average' or 'max'
+                      label_all_subwords: bool,   # whether the model was trained with every sub-word labelled
+                     ) -> None:
+    """Raise a `ValueError` for an unknown aggregation, and for 'average' or 'max' over a model trained with every
+    sub-word labelled: its continuation pieces learned I-X (see `continuation_tags`), so mixing them into the word's
+    prediction turns a 3-piece B-X word into I-X, and neighbouring entities of one type merge."""
+    if aggregation not in AGGREGATIONS: raise ValueError(f"aggregation={aggregation!r}; choose one of {AGGREGATIONS}")
+    if label_all_subwords and aggregation != 'first':
+        raise ValueError(f"aggregation={aggregation!r} with label_all_subwords=True: the continuation sub-words are trained "
+                         "on I-X, so averaging them or taking the most confident one turns a B-X word into I-X (entities "
+                         "merge); use aggregation='first': the first sub-word carries the word's tag")
+
+def _trained_on_all_subwords(model) -> bool:
+    "Whether `train_ner(label_all_subwords=True)` trained `model` (it records that in the config)."
+    return bool(getattr(getattr(model, 'config', None), 'extra', {}).get('label_all_subwords', False))
+
 def aggregate_pieces(probs: Tensor,            # (n_pieces, num_labels) the probabilities of one word's sub-words
                      aggregation: str = 'first', # 'first', 'average' or 'max'
                     ) -> Tensor:
@@ -275,7 +292,7 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
                        batch_size: int = 64,          # windows per forward pass
                       ) -> list[Tensor]:
     "Per sentence, a (n_words, num_labels) tensor: each word's tag distribution, from the window where it is farthest from an edge."
-    if aggregation not in AGGREGATIONS: raise ValueError(f"aggregation={aggregation!r}; choose one of {AGGREGATIONS}")
+    check_aggregation(aggregation, _trained_on_all_subwords(model))
     if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     max_length, overlap = window_settings(model, tokenizer, max_length, overlap)
     budget, windows, where = max_length - 2, [], []   # where: (sentence, first word, end word) of each window
@@ -416,12 +433,15 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     "Fine-tune a `BertForTokenClassification` for NER with the Trainer; returns the model with the best validation score and the History."
     if training.metric_for_best not in _EVAL_KEYS:
         raise ValueError(f"training.metric_for_best={training.metric_for_best!r}; the validation gives {_EVAL_KEYS}")
+    check_aggregation(aggregation, label_all_subwords)
     train, dev = _check_sentences(train, 'train sentence'), _check_sentences(dev, 'dev sentence')
     if not train or not dev: raise ValueError(f"train_ner needs training and validation sentences, got {len(train)} and {len(dev)}")
     labels = list(label_list) if label_list is not None else label_list_for(train, scheme)
     cfg = _tagger_config(encoder, config, tokenizer, labels)
     seed_everything(seed)
     model = BertForTokenClassification(cfg)
+    model.config.extra.pop('label_all_subwords', None)
+    if label_all_subwords: model.config.extra['label_all_subwords'] = True   # prediction refuses 'average' and 'max' then
     if encoder is not None:   # the encoder's weights; a tagger has no pooler, so an encoder's pooler is left behind
         weights = {k: v for k, v in _encoder_of(encoder).state_dict().items() if not k.startswith('pooler.')}
         try: model.bert.load_state_dict(weights)
@@ -484,7 +504,7 @@ class NERPipeline:
                  batch_size: int = 32,       # windows per forward pass
                  device=None,                # where to run; default `get_device()`; the model is moved there
                 ):
-        if aggregation not in AGGREGATIONS: raise ValueError(f"aggregation={aggregation!r}; choose one of {AGGREGATIONS}")
+        check_aggregation(aggregation, _trained_on_all_subwords(model))
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         for i, label in model.config.id2label.items():
             prefix, typ = split_tag(label)

@@ -339,3 +339,17 @@ def test_loads_on_requested_device(small_folder):
     if torch.cuda.is_available():
         model = from_pretrained(small_folder, device='cuda')
         assert next(model.parameters()).device.type == 'cuda'
+
+
+def test_save_pretrained_writes_the_dtype_it_saved(tmp_path):
+    "A model loaded from an fp16 folder keeps `dtype: float16` in config.extra; the saved fp32 weights must say float32."
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     max_position_embeddings=16, extra={'torch_dtype': 'float16', 'dtype': 'float16'})
+    folder = save_pretrained(BertModel(cfg), None, tmp_path / 'ckpt')
+    written = json.loads((folder / 'config.json').read_text())
+    assert written.get('torch_dtype', 'float32') == 'float32' and written.get('dtype', 'float32') == 'float32'
+    assert cfg.extra['torch_dtype'] == 'float16'                 # the model's own config is not changed
+    half = save_pretrained(BertModel(cfg).half(), None, tmp_path / 'half')
+    assert json.loads((half / 'config.json').read_text())['torch_dtype'] == 'float16'
+    theirs = transformers.AutoModel.from_pretrained(folder)
+    assert next(theirs.parameters()).dtype == torch.float32

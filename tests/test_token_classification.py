@@ -340,3 +340,22 @@ def test_train_ner_starts_from_the_encoder():
                           pooled.encoder.layer[0].attention.self.query.weight, atol=1e-6)
     with pytest.raises(ValueError, match="the encoder's weights do not fit the config"):
         train_ner(toy_ner(), toy_ner(), tok, encoder=mlm, config=tiny_config(tok, ['O'], hidden_size=16), training=frozen)
+
+
+def test_every_subword_labelling_refuses_average_and_max():
+    "Averaging a word's pieces trained with continuation tags turns a 3-piece B-X into I-X: refused, with the reason."
+    from bert_book.token_classification import NERPipeline
+    tok = tokenizer()
+    cfg = tiny_config(tok, ['O'])
+    quick = TrainingConfig(max_steps=1, batch_size=4, lr=1e-3, progress=False, device='cpu')
+    for agg in ('average', 'max'):
+        with pytest.raises(ValueError, match='label_all_subwords=True.*first sub-word'):
+            train_ner(toy_ner(), toy_ner(), tok, config=cfg, training=quick, label_all_subwords=True, aggregation=agg)
+    model, _ = train_ner(toy_ner(), toy_ner(), tok, config=cfg, training=quick, label_all_subwords=True)
+    assert model.config.extra['label_all_subwords'] is True      # recorded, and saved with the config
+    for agg in ('average', 'max'):
+        with pytest.raises(ValueError, match='label_all_subwords'):
+            predict_ner(model, tok, [['Paris']], aggregation=agg)
+        with pytest.raises(ValueError, match='label_all_subwords'):
+            NERPipeline(model, tok, aggregation=agg, device='cpu')
+    assert len(predict_ner(model, tok, [['Paris', 'is', 'big']])[0]) == 3   # 'first' still works
