@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cli.ipynb 2
 from __future__ import annotations
-import argparse, json, logging, signal, subprocess, sys, time
+import argparse, json, logging, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 from typing import Sequence
 
@@ -118,7 +118,8 @@ def cmd_serve(args) -> int:
     "Serve a model folder over HTTP until SIGINT or SIGTERM."
     limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch_size=args.max_batch_size,
                     batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching)
-    serve(args.model_dir, args.host, args.port, device=args.device, limits=limits, log_level=args.log_level)
+    serve(args.model_dir, args.host, args.port, device=args.device, limits=limits, log_level=args.log_level,
+          threads=args.threads)
     return 0
 
 # %% ../nbs/11_cli.ipynb 10
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-batch-size', type=_positive_int, default=32, help='texts per micro-batch (default: %(default)s)')
     p.add_argument('--batch-wait-ms', type=float, default=5.0, help='how long a request waits for others to batch with (default: %(default)s)')
     p.add_argument('--no-batching', action='store_true', help='run each request alone (for comparison)')
+    p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
     return parser
@@ -208,10 +210,12 @@ class ServeProcess:
     def __init__(self, folder: str | Path,    # the model folder to serve
                  *options: str,              # more `serve` options, e.g. '--no-batching'
                  env: dict | None = None,    # the process's environment (default: this one's)
-                 timeout: float = 60.0,      # seconds to wait for /health
+                 timeout: float = 120.0,     # seconds to wait for /health (an upper bound: a loaded machine starts slowly)
+                 threads: int | None = None, # the server's `--threads` (default: serve's own default)
                 ):
         self.folder, self.options, self.env, self.timeout = Path(folder), [str(o) for o in options], env, timeout
-        self.proc, self.url = None, None
+        if threads is not None: self.options += ['--threads', str(threads)]
+        self.proc, self.url, self._stderr = None, None, None
 
     def start(self) -> 'ServeProcess':
         "Start the server; return once it answers /health (a RuntimeError with its stderr if it exits or never answers)."
@@ -219,24 +223,37 @@ class ServeProcess:
         from bert_book.serving import free_port
         port = free_port()
         self.url = f'http://127.0.0.1:{port}'
+        # standard error goes to a file, not a pipe: a pipe nobody reads fills up (64 KiB) and blocks the server
+        self._stderr = tempfile.TemporaryFile(mode='w+', encoding='utf-8', errors='replace')
         self.proc = subprocess.Popen([sys.executable, '-m', 'bert_book.cli', 'serve', str(self.folder), '--port', str(port),
                                       '--log-level', 'warning', *self.options], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=self._stderr)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bert-book serve exited with {self.proc.returncode}: {self.proc.stderr.read().strip()}")
+                raise RuntimeError(f"bert-book serve exited with {self.proc.returncode}: {self.stderr().strip()}")
             try:
                 if httpx.get(f'{self.url}/health', timeout=1).status_code == 200: return self
             except httpx.TransportError: time.sleep(0.05)
-        self.proc.kill(); self.proc.communicate()
-        raise RuntimeError(f"bert-book serve did not answer {self.url}/health within {self.timeout:g} s")
+        self.proc.kill(); self.proc.wait()
+        raise RuntimeError(f"bert-book serve did not answer {self.url}/health within {self.timeout:g} s: {self.stderr().strip()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> tuple[int, str]:
+    @property
+    def pid(self) -> int: return self.proc.pid
+
+    def stderr(self) -> str:
+        "What the server has written to its standard error so far."
+        if self._stderr is None: return ''
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> tuple[int, str]:
         "Send `sig`, wait for the exit (kill after `timeout` s); returns the exit status and standard error."
         self.proc.send_signal(sig)
-        try: _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired: self.proc.kill(); _, err = self.proc.communicate()
+        try: self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        err = self.stderr()
+        self._stderr.close(); self._stderr = None
         return self.proc.returncode, err
 
     def __enter__(self): return self.start()

@@ -4,10 +4,10 @@
 
 # %% auto 0
 __all__ = ['ARCHITECTURE_TASKS', 'SERVED_TASKS', 'folder_task', 'UnsupportedTask', 'Engine', 'MicroBatcher', 'Limits',
-           'engine_info', 'create_app', 'free_port', 'serve', 'BackgroundServer', 'load_test']
+           'engine_info', 'create_app', 'free_port', 'default_threads', 'serve', 'BackgroundServer', 'load_test']
 
 # %% ../nbs/10_serving.ipynb 2
-import asyncio, logging, os, socket, threading, time
+import asyncio, hashlib, logging, os, socket, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -70,11 +70,16 @@ class UnsupportedTask(ValueError):
 _METHODS = {'encode': 'token-classification', 'ner': 'token-classification', 'fill_mask': 'masked-lm'}
 
 def _check_texts(texts) -> list[str]:
-    "`texts` as a list of str; a single str or a non-str item is a TypeError naming its index."
+    "`texts` as a list of str; a single str or a non-str item is a TypeError, a lone surrogate a ValueError, naming its index."
     if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str: wrap it as [text]")
     if not isinstance(texts, (list, tuple)): raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
     for i, t in enumerate(texts):
         if not isinstance(t, str): raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        if not t.isascii():
+            try: t.encode('utf-8')
+            except UnicodeEncodeError as e:   # JSON's "\ud800" decodes to one; the Rust tokenizer cannot take it
+                raise ValueError(f"texts[{i}] holds a lone surrogate (U+{ord(t[e.start]):04X}) at character {e.start}: "
+                                 f"not Unicode text") from None
     return list(texts)
 
 def _truncate(ids: list[int], offsets: list, max_length: int, sep_id: int) -> tuple[list[int], list, bool]:
@@ -83,6 +88,13 @@ def _truncate(ids: list[int], offsets: list, max_length: int, sep_id: int) -> tu
     return ids[:max_length - 1] + [sep_id], offsets[:max_length - 1] + [(0, 0)], True
 
 # %% ../nbs/10_serving.ipynb 14
+def _sha256(path: Path) -> str:
+    "The SHA-256 of a file, read in 1 MiB blocks."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
 class Engine:
     "A model folder loaded once: `encode` (per-token logits) and `ner` (entities) for a tagger, `fill_mask` for an MLM."
     def __init__(self, model,                   # a `BertForTokenClassification` or `BertForMaskedLM`, on its device
@@ -91,7 +103,8 @@ class Engine:
                  *,
                  batch_size: int = 32,          # sequences per forward pass
                  aggregation: str = 'first',    # how `ner` turns sub-word tags into word tags
-                 source: str | None = None,     # where the model came from, for `info()`
+                 source: str | None = None,     # where the model came from, for `engine_info` (a name, not a path)
+                 weights_sha256: str | None = None,  # the digest of the weights file, for `engine_info`
                 ):
         if task not in SERVED_TASKS: raise ValueError(f"task={task!r}: the engine serves {SERVED_TASKS}")
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -99,7 +112,7 @@ class Engine:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size={model.config.vocab_size}")
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
         self.device = next(model.parameters()).device
-        self.batch_size, self.source = batch_size, source
+        self.batch_size, self.source, self.weights_sha256 = batch_size, source, weights_sha256
         self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self._lock = threading.Lock()   # one forward pass at a time: the engine may be shared by threads
         self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device) \
@@ -119,7 +132,8 @@ class Engine:
         if task not in SERVED_TASKS:
             raise UnsupportedTask(f"{folder} holds a {task} model; the engine serves {' and '.join(SERVED_TASKS)} models")
         model = from_pretrained(folder, task, device=device)
-        return cls(model, BertTokenizer.from_pretrained(folder), task, source=str(folder), **kwargs)
+        return cls(model, BertTokenizer.from_pretrained(folder), task, source=folder.resolve().name,
+                   weights_sha256=_sha256(find_weights(folder)), **kwargs)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -211,6 +225,7 @@ def _fill_mask(self: Engine,
     specials = list(tk.all_special_ids)
     out = []
     for logits in self._forward_sorted(ids, where):            # (masks, V) per text
+        logits = logits[:, :tk.vocab_size]                     # a padded embedding's extra rows are no token
         logits = logits.index_fill(1, torch.tensor(specials), float('-inf'))
         probs, top = logits.softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
         out.append([[{'token': tk.convert_ids_to_tokens(int(i)), 'token_id': int(i), 'score': float(p)}
@@ -219,7 +234,7 @@ def _fill_mask(self: Engine,
 
 Engine.ner, Engine.fill_mask = _ner, _fill_mask
 
-# %% ../nbs/10_serving.ipynb 29
+# %% ../nbs/10_serving.ipynb 31
 @dataclass
 class _Request:
     key: tuple                 # (method, options): only requests with the same key run together
@@ -235,7 +250,7 @@ class MicroBatcher:
         if not isinstance(max_batch_size, int) or max_batch_size < 1: raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
         if not wait_ms >= 0: raise ValueError(f"wait_ms must be >= 0, got {wait_ms!r}")
         self.run, self.max_batch_size, self.wait_ms = run, max_batch_size, wait_ms
-        self.stats = {'batches': 0, 'requests': 0, 'texts': 0, 'failed_batches': 0}
+        self.stats = {'batches': 0, 'requests': 0, 'texts': 0, 'failed_batches': 0, 'cancelled': 0}
         self._queue, self._held, self._worker, self._executor, self._closing = None, [], None, None, False
 
     @property
@@ -249,11 +264,14 @@ class MicroBatcher:
         self._worker = asyncio.create_task(self._work(), name='bert-book-micro-batcher')
 
     async def submit(self, method: str, texts: list[str], **options) -> list:
-        "Queue a request and wait for its results (or its exception)."
+        "Queue a request and wait for its results (or its exception); cancelling the wait withdraws a request not yet run."
         if not self.running or self._queue is None: raise RuntimeError("the micro-batcher is not running (start() it, or it was stopped)")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request((method, tuple(sorted(options.items()))), list(texts), future))
-        return await future
+        try: return await future
+        except asyncio.CancelledError:
+            self.stats['cancelled'] += 1    # the caller went away: the worker skips a request whose future is done
+            future.cancel(); raise
 
     async def stop(self):
         "Finish the queued requests, then end the worker and its thread; later `submit`s raise `RuntimeError`."
@@ -264,12 +282,13 @@ class MicroBatcher:
         if self._executor is not None: self._executor.shutdown(wait=True)
         self._worker = self._executor = None
 
-# %% ../nbs/10_serving.ipynb 30
+# %% ../nbs/10_serving.ipynb 32
 async def _gather(self: MicroBatcher, first: _Request) -> tuple[list[_Request], bool]:
     "The batch that starts with `first`: same-key requests arriving within `wait_ms`, up to `max_batch_size` texts."
     loop = asyncio.get_running_loop()
     batch, n, deadline, held = [first], len(first.texts), loop.time() + self.wait_ms / 1000, []
     for r in self._held[:]:                                    # requests set aside by an earlier round come first
+        if r.future.done(): self._held.remove(r); continue     # withdrawn while it waited
         if r.key == first.key and n + len(r.texts) <= self.max_batch_size:
             self._held.remove(r); batch.append(r); n += len(r.texts)
     stopping = False
@@ -278,6 +297,7 @@ async def _gather(self: MicroBatcher, first: _Request) -> tuple[list[_Request], 
         try: r = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
         except (asyncio.QueueEmpty, asyncio.TimeoutError): break
         if r is None: stopping = True; break
+        if r.future.done(): continue                           # withdrawn: its caller went away
         if r.key != first.key: held.append(r); continue        # another method or options: the next round
         if n + len(r.texts) > self.max_batch_size: held.append(r); break
         batch.append(r); n += len(r.texts)
@@ -306,13 +326,14 @@ async def _work(self: MicroBatcher):
         else:
             first = await self._queue.get()
             if first is None: stopping = True; continue
+        if first.future.done(): continue                            # withdrawn: its caller went away
         batch, stop_now = await self._gather(first)
         stopping = stopping or stop_now
         try: results = await loop.run_in_executor(self._executor, self._run_batch, batch)
         except Exception as e: results = [e] * len(batch)           # never let one batch end the worker
         self.stats['batches'] += 1; self.stats['requests'] += len(batch); self.stats['texts'] += sum(len(r.texts) for r in batch)
         for r, res in zip(batch, results):
-            if r.future.done(): continue                            # the client went away
+            if r.future.done(): continue                            # the caller went away while it ran
             if isinstance(res, BaseException): r.future.set_exception(res)
             else: r.future.set_result(res)
         if stopping:                                                # drain what was queued before stop()
@@ -322,7 +343,7 @@ async def _work(self: MicroBatcher):
 
 MicroBatcher._gather, MicroBatcher._run_batch, MicroBatcher._work = _gather, _run_batch, _work
 
-# %% ../nbs/10_serving.ipynb 35
+# %% ../nbs/10_serving.ipynb 39
 def _need(module: str):
     "Import one of the serve extra's modules, or fail with the command that installs them."
     import importlib
@@ -347,7 +368,7 @@ if BaseModel is not None:
     class FillMaskRequest(TextsRequest):
         top_k: int = Field(5, ge=1, le=100, description='candidates per [MASK]')
 
-# %% ../nbs/10_serving.ipynb 36
+# %% ../nbs/10_serving.ipynb 40
 @dataclass
 class Limits:
     "What one request may ask of the service."
@@ -356,9 +377,12 @@ class Limits:
     max_batch_size: int = 32       # texts per micro-batch
     batch_wait_ms: float = 5.0     # how long a request waits for others to batch with
     batching: bool = True          # micro-batch concurrent requests
+    max_body_bytes: int | None = None  # bytes per request body (413 beyond); None: what max_texts x max_chars can need
 
     def __post_init__(self):
-        for name in ('max_texts', 'max_chars', 'max_batch_size'):
+        if self.max_body_bytes is None:   # 12 bytes a character: JSON's "\ud83d\ude00" for one emoji
+            self.max_body_bytes = 12 * self.max_texts * self.max_chars + 65536
+        for name in ('max_texts', 'max_chars', 'max_batch_size', 'max_body_bytes'):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
         if not self.batch_wait_ms >= 0: raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
@@ -373,6 +397,42 @@ class Limits:
                     f"{self.max_chars} per text (--max-chars)")
         return None
 
+class _BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 before it is read (by its Content-Length) or as
+    soon as it passes the limit (a chunked body), so that no one request can fill the server's memory."""
+    def __init__(self, app, max_bytes: int): self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send, message: str):
+        from starlette.responses import JSONResponse
+        await JSONResponse({'detail': message}, status_code=413)({'type': 'http'}, None, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http': return await self.app(scope, receive, send)
+        message = f"the request body is larger than this service's limit of {self.max_bytes} bytes"
+        length = dict(scope['headers']).get(b'content-length')
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(send, message if length.isdigit() else 'invalid Content-Length')
+        seen, started, over = 0, False, False
+
+        async def counted_receive():
+            nonlocal seen, over
+            event = await receive()
+            if event['type'] == 'http.request':
+                seen += len(event.get('body', b''))
+                if seen > self.max_bytes: over = True; return {'type': 'http.disconnect'}   # stop reading
+            return event
+
+        async def guarded_send(event):
+            nonlocal started
+            if over: return                        # the app's answer to a cut body is replaced by the 413 below
+            started = True
+            await send(event)
+
+        try: await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over: raise
+        if over and not started: await self._refuse(send, message)
+
 def _validation_message(errors: list[dict]) -> str:
     "pydantic's errors as one line: 'texts: List should have at least 1 item ...; texts.1: Input should be a valid string'."
     parts = []
@@ -381,11 +441,11 @@ def _validation_message(errors: list[dict]) -> str:
         parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
     return 'invalid request: ' + '; '.join(parts)
 
-# %% ../nbs/10_serving.ipynb 37
+# %% ../nbs/10_serving.ipynb 41
 def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."
     c = engine.model.config
-    return {'source': engine.source, 'task': engine.task,
+    return {'source': engine.source, 'weights_sha256': engine.weights_sha256, 'task': engine.task,
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task == 'token-classification' else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
             'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
@@ -397,7 +457,10 @@ def _encode_json(results: list[dict]) -> list[dict]:
     return [{k: (v.tolist() if isinstance(v, Tensor) else [list(o) for o in v] if k == 'offsets' else v)
              for k, v in r.items()} for r in results]
 
-# %% ../nbs/10_serving.ipynb 38
+# %% ../nbs/10_serving.ipynb 42
+class _ClientLeft(Exception):
+    "The client closed its connection before its answer was ready."
+
 def create_app(engine: Engine,               # the loaded model
                limits: Limits | None = None, # request limits and micro-batching; default `Limits()`
               ):
@@ -419,20 +482,38 @@ def create_app(engine: Engine,               # the loaded model
 
     app = FastAPI(title='bert_book', description='BERT token classification and fill-mask', lifespan=lifespan)
     app.state.engine, app.state.limits, app.state.batcher = engine, limits, batcher
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         errors = [{'loc': list(e.get('loc', ())), 'msg': e.get('msg'), 'type': e.get('type')} for e in exc.errors()]
         return JSONResponse(status_code=422, content={'detail': _validation_message(errors), 'errors': errors})
 
-    async def run(method: str, texts: list[str], **options) -> list:
+    async def unless_client_leaves(request: Request, work):
+        "Await `work`, unless the client closes the connection first: then cancel it (a queued request is never run)."
+        async def client_left():
+            while (await request.receive())['type'] != 'http.disconnect': pass
+        task, watcher = asyncio.ensure_future(work), asyncio.ensure_future(client_left())
+        try: await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel(); watcher.cancel(); raise
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)   # let it withdraw from the queue
+            raise _ClientLeft()
+        return task.result()
+
+    async def run(request: Request, method: str, texts: list[str], **options) -> list:
         "Check the limits and the method, run it (micro-batched or alone), and map errors to status codes."
         too_much = limits.check(texts)
         if too_much: raise HTTPException(413, too_much)
         try:
+            _check_texts(texts)
             engine.require(method)
-            if batcher is not None: return await batcher.submit(method, texts, **options)
-            return await asyncio.to_thread(getattr(engine, method), texts, **options)
+            if batcher is not None: return await unless_client_leaves(request, batcher.submit(method, texts, **options))
+            return await unless_client_leaves(request, asyncio.to_thread(getattr(engine, method), texts, **options))
+        except _ClientLeft: raise HTTPException(499, 'the client closed the connection') from None
         except UnsupportedTask as e: raise HTTPException(404, str(e)) from None
         except (ValueError, TypeError) as e: raise HTTPException(400, str(e)) from None
         except RuntimeError as e:
@@ -451,25 +532,39 @@ def create_app(engine: Engine,               # the loaded model
         return {**engine_info(engine), 'limits': vars(limits), 'micro_batching': dict(batcher.stats) if batcher else None}
 
     @app.post('/v1/ner')
-    async def ner_endpoint(body: TextsRequest):
-        return {'results': await run('ner', body.texts)}
+    async def ner_endpoint(body: TextsRequest, request: Request):
+        return {'results': await run(request, 'ner', body.texts)}
 
     @app.post('/v1/encode')
-    async def encode_endpoint(body: EncodeRequest):
-        results = await run('encode', body.texts, return_probs=body.return_probs)
+    async def encode_endpoint(body: EncodeRequest, request: Request):
+        results = await run(request, 'encode', body.texts, return_probs=body.return_probs)
         return {'labels': [engine.id2label[i] for i in range(len(engine.id2label))], 'results': _encode_json(results)}
 
     @app.post('/v1/fill-mask')
-    async def fill_mask_endpoint(body: FillMaskRequest):
-        return {'results': await run('fill_mask', body.texts, top_k=body.top_k)}
+    async def fill_mask_endpoint(body: FillMaskRequest, request: Request):
+        return {'results': await run(request, 'fill_mask', body.texts, top_k=body.top_k)}
 
     return app
 
-# %% ../nbs/10_serving.ipynb 40
+# %% ../nbs/10_serving.ipynb 44
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port nobody listens on right now (the OS picks it)."
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0)); return s.getsockname()[1]
+
+def _http_protocol():
+    """uvicorn's h11 protocol, except that a request it cannot parse (random bytes, huge headers) is answered 400 with a
+    JSON `detail`, as every other error of the service is."""
+    import json, h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    class _H11JSONErrors(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({'detail': f'invalid HTTP request: {msg}'}).encode()
+            headers = [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode()), (b'connection', b'close')]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b'Bad Request'), h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+    return _H11JSONErrors
 
 def _server_class():
     "uvicorn's Server, except that a SIGINT or SIGTERM ends it cleanly (exit status 0) after the graceful shutdown."
@@ -482,6 +577,11 @@ def _server_class():
                 self._captured_signals.clear()     # handled by the graceful shutdown: do not re-raise
     return _Server
 
+def default_threads() -> int:
+    "Threads for the model: the CPUs this process may run on (taskset, cgroup affinity), at most torch's default."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, min(cpus, torch.get_num_threads()))
+
 def serve(folder: str | Path,           # the model folder
           host: str = '127.0.0.1',      # loopback by default: pass 0.0.0.0 to listen on every interface
           port: int = 8000,
@@ -489,20 +589,25 @@ def serve(folder: str | Path,           # the model folder
           device=None,                  # default `get_device()`
           limits: Limits | None = None,
           log_level: str = 'info',
+          threads: int | None = None,   # torch's CPU threads; default `default_threads()`. Next to another busy
+                                        # process, fewer threads than cores avoids oversubscription (many times slower)
          ) -> None:
     "Load `folder` and serve it over HTTP until SIGINT or SIGTERM; returns after a graceful shutdown."
     uvicorn = _need('uvicorn')
+    if threads is not None and (not isinstance(threads, int) or threads < 1): raise ValueError(f"threads must be a positive int, got {threads!r}")
+    torch.set_num_threads(threads or default_threads())
     engine = Engine.from_folder(folder, device=device)
     app = create_app(engine, limits)
-    _logger.info('serving %r', engine)
-    _server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+    _logger.info('serving %r with %d threads', engine, torch.get_num_threads())
+    _server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level, http=_http_protocol())).run()
 
 class BackgroundServer:
     "`with BackgroundServer(app) as url:` — the app served by uvicorn in a daemon thread on a free loopback port."
     def __init__(self, app, host: str = '127.0.0.1', port: int | None = None, log_level: str = 'warning'):
         uvicorn = _need('uvicorn')
         self.host, self.port = host, port or free_port(host)
-        self.server = _server_class()(uvicorn.Config(app, host=self.host, port=self.port, log_level=log_level))
+        self.server = _server_class()(uvicorn.Config(app, host=self.host, port=self.port, log_level=log_level,
+                                                     http=_http_protocol()))
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f'uvicorn-{self.port}')
 
     @property
@@ -520,7 +625,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-# %% ../nbs/10_serving.ipynb 53
+# %% ../nbs/10_serving.ipynb 57
 def _percentile(xs: list[float], q: float) -> float:
     "The q-th percentile (0..100) of `xs`, nearest rank; nan when empty."
     if not xs: return float('nan')
@@ -530,32 +635,48 @@ def _percentile(xs: list[float], q: float) -> float:
 def load_test(url: str,                   # the service, e.g. http://127.0.0.1:8000
               payloads: Sequence[dict],   # request bodies, sent in turn
               clients: int = 8,           # concurrent closed-loop clients
-              seconds: float = 5.0,       # how long to send
+              seconds: float | None = 5.0,      # stop sending after this long; None: no time bound
               endpoint: str = '/v1/ner',
-              max_requests: int | None = None,  # stop after this many requests in all
+              max_requests: int | None = None,  # stop after this many requests in all; None: no count bound
+              timeout: float = 60.0,            # seconds one request may take (then it counts as an error)
              ) -> dict:
-    "Requests/s, p50/p99 latency (ms) and errors of `clients` concurrent callers for `seconds`."
+    "Requests/s, p50/p99 latency (ms) and errors of `clients` concurrent callers, for `seconds` or `max_requests`."
     httpx = _need('httpx')
     if not payloads: raise ValueError("load_test needs at least one payload")
-    latencies, errors, lock = [], [], threading.Lock()
+    if not isinstance(clients, int) or clients < 1: raise ValueError(f"clients must be a positive int, got {clients!r}")
+    if seconds is None and max_requests is None: raise ValueError("load_test needs a bound: seconds, max_requests or both")
+    # Every client is built and connected before the clock starts: an httpx.Client loads the system's CA
+    # certificates (tens of ms, serialised by the GIL), which would otherwise eat a short run on a slow machine.
+    pool = [httpx.Client(base_url=url, timeout=timeout) for _ in range(clients)]
+    latencies, errors, statuses, lock = [], [], {}, threading.Lock()
     sent = iter(range(max_requests if max_requests is not None else 10**12))
-    stop_at = time.perf_counter() + seconds
+    go, clock = threading.Barrier(clients + 1), {}
 
     def client_loop(k: int):
-        with httpx.Client(base_url=url, timeout=60) as c:
-            while time.perf_counter() < stop_at:
-                with lock: i = next(sent, None)
-                if i is None: return
-                t0 = time.perf_counter()
-                try: ok = c.post(endpoint, json=payloads[(i * 7 + k) % len(payloads)]).status_code == 200
-                except httpx.HTTPError: ok = False
-                with lock: (latencies if ok else errors).append(time.perf_counter() - t0)
+        c = pool[k]
+        go.wait()
+        while True:
+            with lock: i = next(sent, None)
+            if i is None: return
+            t0 = time.perf_counter()
+            try: status = c.post(endpoint, json=payloads[(i * 7 + k) % len(payloads)]).status_code
+            except httpx.HTTPError as e: status = type(e).__name__
+            with lock:
+                (latencies if status == 200 else errors).append(time.perf_counter() - t0)
+                statuses[status] = statuses.get(status, 0) + 1
+            if time.perf_counter() >= clock['stop_at']: return     # checked after a request: each client sends one at least
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(clients)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    elapsed = time.perf_counter() - start
-    return {'clients': clients, 'requests': len(latencies), 'errors': len(errors), 'seconds': elapsed,
-            'rps': len(latencies) / elapsed, 'p50_ms': 1000 * _percentile(latencies, 50),
+    try:
+        for c in pool: c.get('/health')                        # open each connection (kept alive) before timing
+        threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(clients)]
+        for t in threads: t.start()
+        start = time.perf_counter()
+        clock['stop_at'] = start + seconds if seconds is not None else float('inf')
+        go.wait()                                              # every client starts now
+        for t in threads: t.join()
+        elapsed = time.perf_counter() - start
+    finally:
+        for c in pool: c.close()
+    return {'clients': clients, 'requests': len(latencies), 'errors': len(errors), 'statuses': statuses,
+            'seconds': elapsed, 'rps': len(latencies) / elapsed, 'p50_ms': 1000 * _percentile(latencies, 50),
             'p99_ms': 1000 * _percentile(latencies, 99)}
