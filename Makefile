@@ -29,7 +29,18 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/bert-book demo $(DEMO_ARGS)
 
-test: setup export-check test-nbs test-py docs-test
+# each part timed; the table is printed at the end, also when a part fails (then the later parts are skipped)
+TEST_PARTS := export-check test-nbs test-py docs-test
+test: setup
+	@status=0; times=""; begin=$$(date +%s); \
+	for part in $(TEST_PARTS); do \
+	  start=$$(date +%s); \
+	  if $(MAKE) --no-print-directory $$part; then result=ok; else result=FAILED; status=1; fi; \
+	  times="$$times$$(printf '%-14s %5ss  %s' $$part $$(( $$(date +%s) - start )) $$result)\n"; \
+	  [ $$status = 0 ] || break; \
+	done; \
+	printf '\nmake test, time per part:\n%b%-14s %5ss\n' "$$times" total $$(( $$(date +%s) - begin )); \
+	exit $$status
 
 # nbdev_export must reproduce bert_book/ exactly: notebooks and modules never disagree
 export-check: setup

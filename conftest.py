@@ -27,6 +27,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than 30 s on two CPU cores')
     config.addinivalue_line('markers', 'cuda: needs an NVIDIA GPU')
+    if os.environ.get('PYTEST_XDIST_WORKER'):   # pytest -n N: the workers share the cores, one torch thread each
+        import torch
+        torch.set_num_threads(1)
 
 def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption('--run-slow') or os.environ.get('RUN_SLOW') == '1'

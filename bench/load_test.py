@@ -44,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--max-batch-size', type=int, default=32, help="the server's --max-batch-size (default: %(default)s)")
     p.add_argument('--batch-wait-ms', type=float, default=5.0, help="the server's --batch-wait-ms (default: %(default)s)")
     p.add_argument('--device', default='cpu', help="the server's device (default: %(default)s)")
+    p.add_argument('--threads', type=int, default=max(1, len(os.sched_getaffinity(0)) - 1),
+                   help="the server's torch threads; the clients need a core too (default: the CPUs less one, %(default)s)")
     p.add_argument('--quick', action='store_true', help='a smoke run: 4 clients for 2 s')
     args = p.parse_args(argv)
     if args.quick: args.clients, args.seconds = min(args.clients, 4), min(args.seconds, 2.0)
-    if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1 or args.texts_per_request < 1:
-        p.error('--clients, --seconds, --max-requests and --texts-per-request must be positive')
+    if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1 or args.texts_per_request < 1 or args.threads < 1:
+        p.error('--clients, --seconds, --max-requests, --texts-per-request and --threads must be positive')
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or compact_tagger(Path(tmp) / 'compact-tagger')
@@ -56,15 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         k = args.texts_per_request
         payloads = [{'texts': sentences[i:i + k]} for i in range(0, len(sentences) - k + 1, k)]
         print(f"model {model_dir if args.model_dir else 'compact tagger (random weights)'}; {args.clients} clients x "
-              f"{args.seconds:g} s; {k} sentence(s) per request to {args.endpoint}", flush=True)
+              f"{args.seconds:g} s (at most {args.max_requests} requests); {k} sentence(s) per request to {args.endpoint}; "
+              f"server threads {args.threads}", flush=True)
         rows = {}
         for batching in (True, False):
             proc = ServeProcess(model_dir, '--max-batch-size', args.max_batch_size, '--batch-wait-ms', args.batch_wait_ms,
                                 *([] if batching else ['--no-batching']), env={**os.environ, 'BERT_BOOK_DEVICE': args.device},
-                                timeout=120).start()
+                                timeout=120, threads=args.threads).start()
             url = proc.url
             try:
-                load_test(url, payloads, clients=2, seconds=1.0, endpoint=args.endpoint)           # warm-up
+                load_test(url, payloads, clients=2, seconds=None, max_requests=20, endpoint=args.endpoint)   # warm-up
                 rows[batching] = load_test(url, payloads, clients=args.clients, seconds=args.seconds,
                                            endpoint=args.endpoint, max_requests=args.max_requests)
             finally:

@@ -52,14 +52,9 @@ def tiny_folders(root):
     return {'tagger': save_pretrained(tagger, tok, root / 'tagger'), 'mlm': save_pretrained(mlm, tok, root / 'mlm')}
 
 
-@pytest.fixture(scope='module')
-def folders(tmp_path_factory):
-    return tiny_folders(tmp_path_factory.mktemp('fuzz-models'))
-
-
 @pytest.fixture(scope='module', params=['tagger', 'mlm'])
-def server(request, folders):
-    proc = ServeProcess(folders[request.param], '--max-chars', MAX_CHARS, '--max-texts', 64, env=ENV, threads=1).start()
+def server(request, tiny_folders):
+    proc = ServeProcess(tiny_folders[request.param], '--max-chars', MAX_CHARS, '--max-texts', 64, env=ENV, threads=1).start()
     yield proc
     if proc.proc.poll() is None:
         rc, err = proc.stop()

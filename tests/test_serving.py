@@ -30,7 +30,7 @@ from bert_book.tokenizer import train_wordpiece
 
 LABELS = ['O', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']
 MAX_LENGTH = 32
-ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu'}
+ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}   # subprocesses share 2 cores with this one
 TEXTS = ['Angela Merkel met Emmanuel Macron in Paris on Monday.', 'Dr. Zoë Müller flew from São Paulo to Zürich.',
          '', 'Shares of Siemens fell.']
 
@@ -60,7 +60,7 @@ def engine(folders):
 @pytest.fixture(scope='module')
 def server(folders):
     proc = ServeProcess(folders[0], '--max-texts', '8', '--max-chars', '2000', '--max-batch-size', '16', '--batch-wait-ms', '5',
-                        env=ENV).start()
+                        env=ENV, threads=1).start()
     yield proc.url
     rc, err = proc.stop()
     assert rc == 0, err
@@ -100,6 +100,9 @@ def test_health_and_model(server):
     info = httpx.get(f'{server}/v1/model').json()
     assert info['task'] == 'token-classification' and info['labels'] == LABELS and info['max_length'] == MAX_LENGTH
     assert info['device'] == 'cpu' and info['limits']['max_texts'] == 8 and info['limits']['batching'] is True
+    assert info['threads'] == 1                                              # serve --threads 1
+    assert info['source'] == 'tagger' and '/' not in json.dumps(info)         # where it came from, no path leaked
+    assert len(info['weights_sha256']) == 64 and int(info['weights_sha256'], 16) >= 0
 
 
 def test_ner_over_http_equals_the_pipeline(server, engine, folders):
@@ -170,12 +173,38 @@ def test_concurrent_requests_are_batched_and_each_answered(server, engine):
     for req, got in zip(requests, answers): same_entities(got, engine.ner(req))
     after = httpx.get(f'{server}/v1/model').json()['micro_batching']
     assert after['requests'] - before['requests'] == len(requests)
-    assert after['batches'] - before['batches'] < len(requests)               # some requests shared a model call
+    assert after['batches'] - before['batches'] <= len(requests)     # how many shared a call depends on timing: see below
+
+
+def test_requests_queued_while_the_model_runs_share_one_call():
+    "Deterministic: the first batch holds the model (an event, not a sleep) while 20 more requests queue; they then run as 2 calls of <= 16 texts."
+    entered, release, calls = threading.Event(), threading.Event(), []
+
+    def run(method, texts):
+        calls.append(len(texts))
+        if len(calls) == 1: entered.set(); release.wait(60)
+        return texts
+
+    async def scenario():
+        b = MicroBatcher(run, max_batch_size=16, wait_ms=0)
+        await b.start()
+        first = asyncio.ensure_future(b.submit('m', ['first']))
+        await asyncio.to_thread(entered.wait, 60)                # the model is busy with 'first'
+        rest = [asyncio.ensure_future(b.submit('m', [f't{i}'])) for i in range(20)]
+        await asyncio.sleep(0)
+        release.set()
+        got = await asyncio.gather(first, *rest)
+        await b.stop()
+        return got, b.stats
+
+    got, stats = asyncio.run(scenario())
+    assert got == [['first']] + [[f't{i}'] for i in range(20)]
+    assert calls == [1, 16, 4] and stats['batches'] == 3 and stats['requests'] == 21
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_clean_shutdown(folders, sig):
-    proc = ServeProcess(folders[0], env=ENV).start()
+    proc = ServeProcess(folders[0], env=ENV, threads=1).start()
     assert httpx.post(f'{proc.url}/v1/ner', json={'texts': TEXTS}).status_code == 200
     rc, err = proc.stop(sig)
     assert rc == 0 and 'Traceback' not in err, err
@@ -193,6 +222,83 @@ def test_fill_mask_service(folders):
         assert r.status_code == 400 and 'holds no [MASK]' in r.json()['detail']
         assert httpx.post(f'{url}/v1/ner', json={'texts': ['Paris']}).status_code == 404
         assert httpx.post(f'{url}/v1/fill-mask', json={'texts': ['[MASK]'], 'top_k': 0}).status_code == 422
+
+
+def test_fill_mask_never_proposes_a_padding_row(folders):
+    "A model whose embedding has more rows than the tokenizer has ids (padded to a multiple of 8): only real ids come back."
+    mlm = Engine.from_folder(folders[1], device='cpu')
+    V = mlm.tokenizer.vocab_size
+    padded = BertForMaskedLM(tiny_config(V + 8)).eval()
+    with torch.no_grad():
+        for name, p in padded.state_dict().items():
+            q = mlm.model.state_dict()[name]
+            p[:q.shape[0]].copy_(q)
+        padded.cls.predictions.bias[V:] = 100.0                  # the padding rows would be every mask's top candidates
+    engine = Engine(padded, mlm.tokenizer, 'masked-lm')
+    text = ['The [MASK] fell in [MASK].']
+    assert engine.fill_mask(text, top_k=5) == mlm.fill_mask(text, top_k=5)
+    with BackgroundServer(create_app(engine)) as url:
+        r = httpx.post(f'{url}/v1/fill-mask', json={'texts': text, 'top_k': 5})
+    assert r.status_code == 200, r.text
+    assert all(c['token_id'] < V for m in r.json()['results'][0] for c in m)
+
+
+def test_a_request_whose_client_left_is_not_run(folders):
+    """The model is held busy (an event); a second client sends a request and disconnects; once the server has withdrawn
+    it (a counter, polled within a bound), the model is released and never sees that request's text."""
+    engine = Engine.from_folder(folders[0], device='cpu')
+    busy, release, seen = threading.Event(), threading.Event(), []
+    real_ner = engine.ner
+
+    def ner(texts):
+        seen.extend(texts)
+        if 'hold' in texts: busy.set(); release.wait(60)
+        return real_ner(texts)
+
+    engine.ner = ner                                             # the batcher calls getattr(engine, method)
+    with BackgroundServer(create_app(engine, Limits(batch_wait_ms=0))) as url:
+        holder = threading.Thread(target=lambda: httpx.post(f'{url}/v1/ner', json={'texts': ['hold']}, timeout=60))
+        holder.start()
+        assert busy.wait(60)
+        with pytest.raises(httpx.ReadTimeout):                  # the client gives up and closes its connection
+            httpx.post(f'{url}/v1/ner', json={'texts': ['left']}, timeout=httpx.Timeout(60, read=0.5))
+        stats = lambda: httpx.get(f'{url}/v1/model', timeout=60).json()['micro_batching']
+        for _ in range(600):                                     # a bound (60 s), not a window: usually the first poll
+            if stats()['cancelled'] == 1: break
+            threading.Event().wait(0.1)
+        assert stats()['cancelled'] == 1
+        release.set(); holder.join(60)
+        after = httpx.post(f'{url}/v1/ner', json={'texts': ['after']}, timeout=60)
+        assert after.status_code == 200
+    assert seen == ['hold', 'after']                           # 'left' never reached the model
+
+
+def test_micro_batcher_skips_a_withdrawn_request():
+    seen = []
+
+    async def scenario():
+        b = MicroBatcher(lambda method, texts: seen.extend(texts) or texts, max_batch_size=8, wait_ms=50)
+        await b.start()
+        stays, leaves = asyncio.ensure_future(b.submit('m', ['stays'])), asyncio.ensure_future(b.submit('m', ['leaves']))
+        await asyncio.sleep(0)
+        leaves.cancel()
+        got = await stays
+        await b.stop()
+        return got, leaves.cancelled(), b.stats
+
+    got, cancelled, stats = asyncio.run(scenario())
+    assert (got, cancelled, seen, stats['cancelled']) == (['stays'], True, ['stays'], 1)
+
+
+def test_load_test_counts_every_request(engine):
+    "Bounded by a count only: the numbers are exact on any machine; every client sends at least one request."
+    from bert_book.serving import load_test
+    with BackgroundServer(create_app(engine)) as url:
+        r = load_test(url, [{'texts': [t]} for t in TEXTS], clients=5, seconds=None, max_requests=23)
+        assert (r['requests'], r['errors'], r['statuses']) == (23, 0, {200: 23})
+        r = load_test(url, [{'texts': [t]} for t in TEXTS], clients=4, seconds=0.0)   # the clock already out: one each
+        assert (r['requests'], r['errors']) == (4, 0)
+        with pytest.raises(ValueError, match='needs a bound'): load_test(url, [{'texts': ['x']}], seconds=None)
 
 
 def test_no_batching_answers_the_same(engine):
