@@ -449,7 +449,7 @@ def engine_info(engine: Engine) -> dict:
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task == 'token-classification' else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
             'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
-            'device': str(engine.device), 'batch_size': engine.batch_size,
+            'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(),
             'methods': [m.replace('_', '-') for m, t in _METHODS.items() if t == engine.task]}
 
 def _encode_json(results: list[dict]) -> list[dict]:
@@ -615,7 +615,7 @@ class BackgroundServer:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120                   # a bound for a loaded machine, not an expected time
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the server on {self.url} did not start")
             time.sleep(0.01)
