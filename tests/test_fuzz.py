@@ -24,7 +24,7 @@ importlib.import_module('fastapi')
 from bert_book.cli import ServeProcess
 from bert_book.core import BertConfig, seed_everything
 from bert_book.data import load_corpus
-from bert_book.heads import BertForMaskedLM, BertForTokenClassification
+from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 from bert_book.pretrained import save_pretrained
 from bert_book.tokenizer import train_wordpiece
 
@@ -49,10 +49,12 @@ def tiny_folders(root):
     seed_everything(0)
     tagger = BertForTokenClassification(BertConfig(**cfg, id2label=dict(enumerate(LABELS)))).eval()
     mlm = BertForMaskedLM(BertConfig(**cfg)).eval()
-    return {'tagger': save_pretrained(tagger, tok, root / 'tagger'), 'mlm': save_pretrained(mlm, tok, root / 'mlm')}
+    classifier = BertForSequenceClassification(BertConfig(**cfg, id2label={0: 'negative', 1: 'positive'})).eval()
+    return {'tagger': save_pretrained(tagger, tok, root / 'tagger'), 'mlm': save_pretrained(mlm, tok, root / 'mlm'),
+            'classifier': save_pretrained(classifier, tok, root / 'classifier')}
 
 
-@pytest.fixture(scope='module', params=['tagger', 'mlm'])
+@pytest.fixture(scope='module', params=['tagger', 'mlm', 'classifier'])
 def server(request, tiny_folders):
     proc = ServeProcess(tiny_folders[request.param], '--max-chars', MAX_CHARS, '--max-texts', 64, env=ENV, threads=1).start()
     yield proc
@@ -106,7 +108,7 @@ def good_body(schema: dict) -> dict:
 def test_fuzz(server):
     url, sent = server.url, Counter()
     paths = routes(url)
-    assert {'/v1/ner', '/v1/encode', '/v1/fill-mask'} <= set(paths)
+    assert {'/v1/ner', '/v1/encode', '/v1/fill-mask', '/v1/classify'} <= set(paths)
     client = httpx.Client(base_url=url, timeout=TIMEOUT)
     before = {p: client.post(p, json=good_body(s)) for p, s in paths.items()}
     assert any(r.status_code == 200 for r in before.values())

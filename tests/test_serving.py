@@ -426,3 +426,60 @@ except ImportError as e: print(e)
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 0, p.stderr
     assert 'pip install "bert_book[serve]"' in p.stdout
+
+
+# --- the sentence classifier ------------------------------------------------------------------------------------------
+
+def test_classify_engine_and_service(tiny_folders):
+    "classify: a label and every label's probability per text, the same alone and in a batch, alone and over HTTP."
+    folder = tiny_folders['classifier']
+    assert folder_task(folder) == 'sequence-classification'
+    eng = Engine.from_folder(folder, device='cpu')
+    texts = ['A triumph.', 'Two hours I will not get back.', 'word ' * 100, '😀 東京']
+    got = eng.classify(texts)
+    assert [r['truncated'] for r in got] == [False, False, True, False]
+    for t, r in zip(texts, got):
+        assert set(r['scores']) == {'negative', 'positive'} and abs(sum(r['scores'].values()) - 1) < 1e-5
+        assert r['label'] == max(r['scores'], key=r['scores'].get) and r['score'] == r['scores'][r['label']]
+        assert abs(eng.classify([t])[0]['scores']['positive'] - r['scores']['positive']) < 1e-5
+    assert eng.classify([]) == []
+    with pytest.raises(ValueError, match='not ner'): eng.ner(['x'])
+    proc = ServeProcess(folder, '--max-texts', '4', '--max-chars', '500', env=ENV, threads=1).start()
+    try:
+        r = httpx.post(f'{proc.url}/v1/classify', json={'texts': texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body['labels'] == ['negative', 'positive'] and len(body['results']) == 4
+        for a, b in zip(body['results'], got):
+            assert a['label'] == b['label'] and abs(a['score'] - b['score']) < 1e-5
+        info = httpx.get(f'{proc.url}/v1/model', timeout=60).json()
+        assert info['task'] == 'sequence-classification' and info['labels'] == ['negative', 'positive'] and info['methods'] == ['classify']
+        bad = {'too many texts': ({'texts': ['a'] * 5}, 413), 'too long a text': ({'texts': ['a' * 501]}, 413),
+               'not a list': ({'texts': 'a'}, 422), 'empty list': ({'texts': []}, 422), 'unknown field': ({'texts': ['a'], 'top_k': 3}, 422)}
+        for name, (payload, status) in bad.items():
+            r = httpx.post(f'{proc.url}/v1/classify', json=payload, timeout=60)
+            assert r.status_code == status and r.json()['detail'], (name, r.status_code, r.text)
+        assert httpx.post(f'{proc.url}/v1/ner', json={'texts': ['a']}, timeout=60).status_code == 404
+        assert httpx.post(f'{proc.url}/v1/classify', json={'texts': texts[:1]}, timeout=60).json()['results'][0]['label'] == got[0]['label']
+    finally:
+        rc, err = proc.stop()
+    assert rc == 0, err
+
+
+def test_train_cls_and_predict_from_the_command_line(tmp_path):
+    import csv
+    from bert_book.datasets import rotten_tomatoes
+    for name, xs in (('train.csv', rotten_tomatoes('train')[::50][:120]), ('dev.csv', rotten_tomatoes('dev')[::40][:30])):
+        with open(tmp_path / name, 'w', newline='') as f:
+            w = csv.writer(f); w.writerow(['text', 'label']); w.writerows((x.text, x.label) for x in xs)
+    rc, out, err = bert_book('train-cls', '--train', tmp_path / 'train.csv', '--dev', tmp_path / 'dev.csv', '--output-dir',
+                             tmp_path / 'cls', '--size', 'tiny', '--vocab-size', 500, '--max-length', 32, '--max-steps', 3, '--no-progress')
+    assert rc == 0, err
+    assert json.loads(out)['labels'] == ['negative', 'positive'] and folder_task(tmp_path / 'cls') == 'sequence-classification'
+    rc, out, err = bert_book('predict', tmp_path / 'cls', 'A triumph.', 'Dull.')
+    assert rc == 0, err
+    lines = [json.loads(l) for l in out.splitlines()]
+    assert [l['text'] for l in lines] == ['A triumph.', 'Dull.'] and all(l['label'] in ('negative', 'positive') for l in lines)
+    (tmp_path / 'bad.csv').write_text('text,label\nfine,positive\n,negative\n')
+    rc, out, err = bert_book('train-cls', '--train', tmp_path / 'bad.csv', '--dev', tmp_path / 'dev.csv', '--output-dir', tmp_path / 'x')
+    assert rc == 1 and 'bad.csv, line 3: the text is empty' in err and 'Traceback' not in err, err
