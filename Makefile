@@ -54,6 +54,7 @@ test: setup
 export-check: setup
 	$(PY) tools/check_export.py
 	$(PY) tools/make_readme.py --check
+	$(PY) tools/clean_outputs.py --check
 
 readme: setup
 	$(PY) tools/make_readme.py
