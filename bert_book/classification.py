@@ -16,10 +16,10 @@ from torch import nn, Tensor
 
 from .core import BertConfig, seed_everything
 from .datasets import LabelledText
-from .encoder import BertModel
 from .heads import BertForSequenceClassification
 from .mlm import compact_config
 from .pretrained import from_pretrained, load_config
+from .token_classification import _encoder_of   # the BertModel inside an encoder
 from .training import Trainer, TrainingConfig, History
 
 # %% auto 0
@@ -200,13 +200,6 @@ def evaluate_classifier(model, tokenizer,
     return {'loss': loss, **classification_scores(gold, [labels[i] for i in logits.argmax(-1).tolist()], labels)}
 
 # %% ../nbs/12_classification.ipynb 26
-def _encoder_of(encoder) -> BertModel:
-    "The `BertModel` inside `encoder` (itself, or its `.bert`)."
-    bert = encoder if isinstance(encoder, BertModel) else getattr(encoder, 'bert', None)
-    if not isinstance(bert, BertModel):
-        raise TypeError(f"encoder must be a checkpoint folder, a BertModel or a model with a .bert BertModel, got {type(encoder).__name__}")
-    return bert
-
 def new_classifier(labels: Sequence[str],                # the class names, in id order
                    encoder=None,                         # a checkpoint folder, a BertModel or a model with `.bert`; None: random
                    config: BertConfig | None = None,     # the shape when starting from random weights
