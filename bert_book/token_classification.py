@@ -18,14 +18,15 @@ from .encoder import BertModel
 from .heads import IGNORE_INDEX, BertForTokenClassification
 from .mlm import compact_config
 from .metrics import get_scheme, token_accuracy, entity_scores, classification_report
-from .training import Trainer, TrainingConfig, History, evaluate_batches
+from .training import Trainer, TrainingConfig, History, evaluate_batches, make_scheduler
+from .crf import DECODES, BertCRFForTokenClassification, constrained_decode, crf_optimizer, has_crf, pad_scores
 
 # %% auto 0
 __all__ = ['AGGREGATIONS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels', 'word_tags_from_labels',
            'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'check_aggregation',
-           'aggregate_pieces', 'check_window', 'plan_windows', 'window_settings', 'predict_word_probs', 'predict_ner',
-           'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words',
-           'NERPipeline']
+           'aggregate_pieces', 'check_window', 'plan_windows', 'window_settings', 'predict_word_probs',
+           'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss',
+           'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -316,18 +317,56 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
             if words else torch.empty(0, C) for words in best]
 
 # %% ../nbs/08_token_classification.ipynb 36
+def resolve_decode(model,                    # the tagger
+                   decode: str | None = None, # 'argmax', 'constrained', 'crf', or None: the model's own
+                   aggregation: str = 'first', # how words get their scores from sub-words
+                  ) -> str:
+    "The decoding to use: `decode`, or 'crf' for a model with a CRF and 'argmax' otherwise; impossible choices are errors."
+    if decode is None: decode = 'crf' if has_crf(model) else 'argmax'
+    if decode not in DECODES: raise ValueError(f"decode={decode!r}; choose one of {DECODES}")
+    if decode == 'crf' and not has_crf(model):
+        raise ValueError(f"decode='crf' needs a tagger with a CRF head (BertCRFForTokenClassification, chapter 8b); this "
+                         f"is a {type(model).__name__}: use 'argmax' or 'constrained'")
+    if decode == 'crf' and aggregation != 'first':
+        raise ValueError(f"decode='crf' with aggregation={aggregation!r}: the CRF was trained on each word's first "
+                         "sub-word, so it decodes those; use aggregation='first'")
+    return decode
+
+def decode_word_tags(model,                      # the tagger whose labels (and CRF) to use
+                     probs: Sequence[Tensor],    # per sentence, (n_words, C) tag probabilities (`predict_word_probs`)
+                     decode: str = 'argmax',     # 'argmax', 'constrained' or 'crf' (see `resolve_decode`)
+                     scheme: str | None = None,  # the grammar for 'constrained': 'IOB2' or 'BIOES'; default from the labels
+                    ) -> list[list[int]]:
+    """Per sentence, one tag id per word: the most probable tag of each word ('argmax'), the most probable sequence
+    the tag grammar allows ('constrained', Viterbi over log-probabilities), or the CRF's best sequence ('crf': its
+    learned transitions, the grammar enforced). log p differs from the CRF's emissions by one constant per word,
+    which no path can avoid, so Viterbi over log p is Viterbi over the emissions."""
+    if decode == 'argmax': return [p.argmax(-1).tolist() for p in probs]
+    log_probs = [p.float().clamp_min(torch.finfo(torch.float32).tiny).log() for p in probs]
+    if decode == 'constrained':
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return constrained_decode(log_probs, labels, scheme)
+    if decode == 'crf':
+        scores, mask = pad_scores(log_probs)
+        crf = model.crf
+        return crf.decode_packed(scores.to(crf.transitions.device), mask.to(crf.transitions.device))
+    raise ValueError(f"decode={decode!r}; choose one of {DECODES}")
+
 def predict_ner(model, tokenizer,
                 sentences: Sequence[Sequence[str]], # each sentence a list of words
                 *,
                 aggregation: str = 'first', # how a word's sub-words become one prediction
                 batch_size: int = 64,
                 max_length: int | None = None, overlap: int | None = None, # windows for long sentences
+                decode: str | None = None,  # 'argmax', 'constrained' or 'crf'; None: 'crf' for a CRF tagger, else 'argmax'
+                scheme: str | None = None,  # the grammar of 'constrained'; default from the labels
                ) -> list[list[str]]:
     "One predicted tag per word of each sentence (labels from `model.config.id2label`)."
+    decode = resolve_decode(model, decode, aggregation)
     probs = predict_word_probs(model, tokenizer, word_pieces(tokenizer, sentences), aggregation=aggregation,
                                max_length=max_length, overlap=overlap, batch_size=batch_size)
     id2label = model.config.id2label
-    return [[id2label[i] for i in p.argmax(-1).tolist()] for p in probs]
+    return [[id2label[i] for i in ids] for ids in decode_word_tags(model, probs, decode, scheme)]
 
 def evaluate_ner(model, tokenizer,
                  sentences: Sequence[TaggedSentence], # gold-tagged sentences
@@ -337,6 +376,7 @@ def evaluate_ner(model, tokenizer,
                  scheme: str = 'IOB2',       # the tagging scheme of the gold tags and the model's labels
                  mode: str = 'default',      # which mode's scores `precision`, `recall` and `f1` are: 'default' or 'strict'
                  max_length: int | None = None, overlap: int | None = None, # windows for long sentences
+                 decode: str | None = None,  # 'argmax', 'constrained' or 'crf'; None: the model's own (see `resolve_decode`)
                 ) -> dict:
     "Word-level token accuracy, entity P/R/F1 in default and strict mode, the per-type report (in `mode`) and the predictions."
     if mode not in ('default', 'strict'): raise ValueError(f"mode must be 'default' or 'strict', got {mode!r}")
@@ -344,7 +384,8 @@ def evaluate_ner(model, tokenizer,
     if not sentences: raise ValueError("no sentences to evaluate")
     gold = [list(s.tags) for s in sentences]
     pred = predict_ner(model, tokenizer, [s.tokens for s in sentences], aggregation=aggregation, batch_size=batch_size,
-                       max_length=max_length, overlap=overlap)
+                       max_length=max_length, overlap=overlap, decode=decode,
+                       scheme=scheme if decode == 'constrained' else None)
     out = {'token_accuracy': token_accuracy(pred, gold) if any(gold) else float('nan')}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # a division by zero (no entity predicted yet) scores 0, which is the news
@@ -429,8 +470,17 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
               aggregation: str = 'first',       # how validation predictions go from sub-words to words
               max_length: int | None = None,    # tokens per training example; default: the model's limit
               seed: int = 0,                    # seeds the tagger's initialisation (the data order is training.seed)
+              crf: bool = False,                # a CRF head on the tagger (`BertCRFForTokenClassification`, chapter 8b)
+              decode: str | None = None,        # how validation decodes: None is the model's own ('crf' with a CRF, else 'argmax')
+              crf_lr_factor: float = 100.0,     # with crf=True: the CRF's learning rate is this many times training.lr
              ) -> tuple[BertForTokenClassification, History]:
-    "Fine-tune a `BertForTokenClassification` for NER with the Trainer; returns the model with the best validation score and the History."
+    "Fine-tune a `BertForTokenClassification` (with `crf=True` a `BertCRFForTokenClassification`) for NER with the Trainer; returns the model with the best validation score and the History."
+    if crf and (class_weights is not None or focal_gamma is not None):
+        raise ValueError("crf=True trains on the CRF's sequence log-likelihood: class_weights and focal_gamma reweight "
+                         "per-token cross-entropy and do not apply; leave them None")
+    if crf and label_all_subwords:
+        raise ValueError("crf=True tags each word's first sub-word (the CRF chains words, not pieces); "
+                         "leave label_all_subwords False")
     if training.metric_for_best not in _EVAL_KEYS:
         raise ValueError(f"training.metric_for_best={training.metric_for_best!r}; the validation gives {_EVAL_KEYS}")
     check_aggregation(aggregation, label_all_subwords)
@@ -439,7 +489,8 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     labels = list(label_list) if label_list is not None else label_list_for(train, scheme)
     cfg = _tagger_config(encoder, config, tokenizer, labels)
     seed_everything(seed)
-    model = BertForTokenClassification(cfg)
+    model = (BertCRFForTokenClassification if crf else BertForTokenClassification)(cfg)
+    resolve_decode(model, decode, aggregation)   # an impossible choice fails before training
     model.config.extra.pop('label_all_subwords', None)
     if label_all_subwords: model.config.extra['label_all_subwords'] = True   # prediction refuses 'average' and 'max' then
     if encoder is not None:   # the encoder's weights; a tagger has no pooler, so an encoder's pooler is left behind
@@ -466,11 +517,15 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     dev_batches = [collate([dev_set[i] for i in order[k:k + 64]]) for k in range(0, len(order), 64)]
 
     def evaluate(m) -> dict:
-        scores = evaluate_ner(m, tokenizer, dev, aggregation=aggregation, scheme=scheme, mode=mode)
+        scores = evaluate_ner(m, tokenizer, dev, aggregation=aggregation, scheme=scheme, mode=mode, decode=decode)
         return {'loss': evaluate_batches(m, dev_batches)['loss'], **{k: scores[k] for k in _EVAL_KEYS[1:]}}
 
     trainer = Trainer(model, training, train_set, collate, eval_fn=evaluate, lengths=train_set.lengths,
                       loss_fn=ner_loss(class_weights, focal_gamma))
+    if crf:   # the CRF's scores learn at crf_lr_factor times the rate (see `crf_optimizer`), on the same schedule
+        trainer.optimizer = crf_optimizer(model, training, trainer.device, crf_lr_factor)
+        warmup = training.warmup_steps if training.warmup_steps is not None else int(training.warmup_ratio * trainer.total_steps)
+        trainer.scheduler = make_scheduler(trainer.optimizer, trainer.total_steps, warmup, training.schedule)
     return model, trainer.fit()
 
 # %% ../nbs/08_token_classification.ipynb 54
@@ -503,6 +558,7 @@ class NERPipeline:
                  overlap: int | None = None, # tokens shared by neighbouring windows, 0 <= overlap < max_length - 2; default a quarter
                  batch_size: int = 32,       # windows per forward pass
                  device=None,                # where to run; default `get_device()`; the model is moved there
+                 decode: str | None = None,  # 'argmax', 'constrained' (Viterbi with the tag grammar) or 'crf'; None: 'crf' for a CRF tagger, else 'argmax'
                 ):
         check_aggregation(aggregation, _trained_on_all_subwords(model))
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -516,10 +572,13 @@ class NERPipeline:
         self.model, self.tokenizer = model.to(self.device).eval(), tokenizer
         self.aggregation, self.batch_size = aggregation, batch_size
         self.id2label = dict(model.config.id2label)
+        self.decode = resolve_decode(model, decode, aggregation)
 
     def __call__(self, texts: str | Sequence[str], # one text, or a list of texts
+                 decode: str | None = None,    # this call's decoding; None: the pipeline's
                 ) -> list[dict] | list[list[dict]]:
         "The entities of one text (a list), or of each text of a list (a list of lists), in order of position."
+        decode = self.decode if decode is None else resolve_decode(self.model, decode, self.aggregation)
         single = isinstance(texts, str)
         if single: texts = [texts]
         elif not isinstance(texts, (list, tuple)): raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
@@ -528,14 +587,15 @@ class NERPipeline:
         words = split_words(self.tokenizer, texts)
         probs = predict_word_probs(self.model, self.tokenizer, [p for p, _ in words], aggregation=self.aggregation,
                                    max_length=self.max_length, overlap=self.overlap, batch_size=self.batch_size)
-        out = [self._entities(text, spans, p) for text, (_, spans), p in zip(texts, words, probs)]
+        tags = decode_word_tags(self.model, probs, decode)
+        out = [self._entities(text, spans, p, t) for text, (_, spans), p, t in zip(texts, words, probs, tags)]
         return out[0] if single else out
 
-    def _entities(self, text: str, spans: list[tuple[int, int]], probs: Tensor) -> list[dict]:
-        "The entities of one text from its words' spans and (n_words, C) tag probabilities."
+    def _entities(self, text: str, spans: list[tuple[int, int]], probs: Tensor, ids: list[int]) -> list[dict]:
+        "The entities of one text from its words' spans, (n_words, C) tag probabilities and decoded tag ids."
         if not spans: return []
-        scores, best = probs.max(-1)                                   # (n_words,) each word's tag and its probability
-        tags = [self.id2label[i] for i in best.tolist()]
+        scores = probs.gather(-1, torch.tensor(ids, dtype=torch.long)[:, None]).squeeze(-1)   # each word's tag's probability
+        tags = [self.id2label[i] for i in ids]
         entities = []
         for label, a, b in tags_to_spans(tags):
             start, end = spans[a][0], spans[b - 1][1]
@@ -544,5 +604,5 @@ class NERPipeline:
         return entities
 
     def __repr__(self):
-        return (f"NERPipeline(aggregation={self.aggregation!r}, max_length={self.max_length}, overlap={self.overlap}, "
+        return (f"NERPipeline(aggregation={self.aggregation!r}, decode={self.decode!r}, max_length={self.max_length}, overlap={self.overlap}, "
                 f"batch_size={self.batch_size}, device={self.device.type!r}, labels={len(self.id2label)})")
