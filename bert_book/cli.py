@@ -100,7 +100,7 @@ def cmd_train_ner(args) -> int:
     config = None if encoder is not None else compact_config(tokenizer.vocab_size, max_position_embeddings=args.max_length, **SIZES[args.size])
     training = _training_config(args, metric_for_best='f1', warmup_ratio=0.1, early_stopping_patience=args.patience)
     model, history = train_ner(train, dev, tokenizer, encoder=encoder, config=config, training=training,
-                               scheme=args.scheme, seed=args.seed)
+                               scheme=args.scheme, seed=args.seed, crf=args.crf)
     save_pretrained(model, tokenizer, out, overwrite=args.overwrite)
     last = history.eval[-1] if history.eval else {}
     print(json.dumps({'output_dir': str(out), 'train_sentences': len(train), 'dev_sentences': len(dev),
@@ -148,7 +148,9 @@ def cmd_train_cls(args) -> int:
 def cmd_predict(args) -> int:
     "Print one JSON object per text: its entities (a tagger) or its label and scores (a sentence classifier)."
     texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
-    engine = Engine.from_folder(args.model_dir, device=args.device, aggregation=args.aggregation)
+    engine = Engine.from_folder(args.model_dir, device=args.device, aggregation=args.aggregation, decode=args.decode)
+    if args.decode is not None and engine.task != 'token-classification':
+        raise UserError(f"--decode chooses how a tagger's tags are decoded; {args.model_dir} holds a {engine.task} model")
     if engine.task == 'sequence-classification':
         for text, r in zip(texts, engine.classify(texts)): print(json.dumps({'text': text, **r}, ensure_ascii=False))
         return 0
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--encoder', default=None, metavar='MODEL_DIR', help='a pre-trained model folder to start from (its tokenizer is used); default: random weights and a new tokenizer')
     p.add_argument('--scheme', default='IOB2', help='the tagging scheme of the files (default: %(default)s)')
     p.add_argument('--patience', type=_positive_int, default=2, help='evaluations without improvement before stopping (default: %(default)s)')
+    p.add_argument('--crf', action='store_true', help='a CRF head on the tagger (chapter 8b); the folder then decodes with it')
     _add_training_options(p, epochs=3.0, batch_size=32, lr=1e-3)
     p.set_defaults(run=cmd_train_ner)
 
@@ -223,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger or sentence-classifier folder (config.json, weights, tokenizer)')
     p.add_argument('texts', metavar='TEXT', nargs='+', help="texts to tag; '-' reads one text per line from standard input")
     p.add_argument('--aggregation', choices=('first', 'average', 'max'), default='first', help='how sub-word tags become word tags (default: %(default)s)')
+    p.add_argument('--decode', choices=('argmax', 'constrained', 'crf'), default=None, help="how a tagger's tags are decoded: per word, the best sequence the tag grammar allows, or the model's CRF (default: crf for a CRF tagger, else argmax)")
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_predict)
 
@@ -258,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/11_cli.ipynb 23
+# %% ../nbs/11_cli.ipynb 25
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -314,6 +318,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/11_cli.ipynb 27
+# %% ../nbs/11_cli.ipynb 29
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

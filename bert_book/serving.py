@@ -21,12 +21,14 @@ from .core import BertConfig, get_device
 from .pretrained import from_pretrained, load_config, find_weights, load_state_dict
 from .tokenizer import BertTokenizer
 from .token_classification import NERPipeline
+from .crf import DECODES, load_tagger
 from .data import split_tag
 
 _logger = logging.getLogger(__name__)
 
 # %% ../nbs/10_serving.ipynb 10
-ARCHITECTURE_TASKS = {'BertForTokenClassification': 'token-classification', 'BertForMaskedLM': 'masked-lm',
+ARCHITECTURE_TASKS = {'BertForTokenClassification': 'token-classification', 'BertCRFForTokenClassification': 'token-classification',
+                      'BertForMaskedLM': 'masked-lm',
                       'BertForPreTraining': 'masked-lm', 'BertForSequenceClassification': 'sequence-classification',
                       'BertModel': None}  # config.json's `architectures` -> the task of `from_pretrained`
 SERVED_TASKS = ('token-classification', 'masked-lm', 'sequence-classification')
@@ -104,6 +106,7 @@ class Engine:
                  *,
                  batch_size: int = 32,          # sequences per forward pass
                  aggregation: str = 'first',    # how `ner` turns sub-word tags into word tags
+                 decode: str | None = None,     # how `ner` decodes: 'argmax', 'constrained' or 'crf'; None: 'crf' for a CRF tagger, else 'argmax'
                  source: str | None = None,     # where the model came from, for `engine_info` (a name, not a path)
                  weights_sha256: str | None = None,  # the digest of the weights file, for `engine_info`
                 ):
@@ -116,7 +119,7 @@ class Engine:
         self.batch_size, self.source, self.weights_sha256 = batch_size, source, weights_sha256
         self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self._lock = threading.Lock()   # one forward pass at a time: the engine may be shared by threads
-        self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device) \
+        self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device, decode=decode) \
                     if task == 'token-classification' else None
 
     @classmethod
@@ -132,7 +135,8 @@ class Engine:
         task = task or folder_task(folder)
         if task not in SERVED_TASKS:
             raise UnsupportedTask(f"{folder} holds a {task} model; the engine serves {' and '.join(SERVED_TASKS)} models")
-        model = from_pretrained(folder, task, device=device)
+        # a tagger folder whose architectures name the CRF tagger is loaded with its CRF (chapter 8b)
+        model = load_tagger(folder, device) if task == 'token-classification' else from_pretrained(folder, task, device=device)
         return cls(model, BertTokenizer.from_pretrained(folder), task, source=folder.resolve().name,
                    weights_sha256=_sha256(find_weights(folder)), **kwargs)
 
@@ -219,12 +223,14 @@ Engine.classify = _classify
 # %% ../nbs/10_serving.ipynb 27
 def _ner(self: Engine,
         texts: Sequence[str],  # the texts; [] gives []
+        decode: str | None = None, # 'argmax', 'constrained' or 'crf'; None: the engine's (see `NERPipeline`)
        ) -> list[list[dict]]:
     "Per text, its entities `{'text', 'label', 'start', 'end', 'score'}`; long texts are read in overlapping windows."
     texts = _check_texts(texts)
     self.require('ner')
+    if decode is not None and decode not in DECODES: raise ValueError(f"decode={decode!r}; choose one of {DECODES}")
     if not texts: return []
-    with self._lock: return self._ner(texts)
+    with self._lock: return self._ner(texts, decode=decode)
 
 def _fill_mask(self: Engine,
               texts: Sequence[str],  # texts with one or more [MASK]; [] gives []
@@ -383,6 +389,9 @@ if BaseModel is not None:
         model_config = ConfigDict(extra='forbid', strict=True)
         texts: list[str] = Field(min_length=1, description='the texts, at least one')
 
+    class NERRequest(TextsRequest):
+        decode: str | None = Field(None, description="'argmax', 'constrained' or 'crf'; default: the model's own")
+
     class EncodeRequest(TextsRequest):
         return_probs: bool = Field(False, description='softmax probabilities instead of logits')
 
@@ -467,6 +476,7 @@ def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."
     c = engine.model.config
     return {'source': engine.source, 'weights_sha256': engine.weights_sha256, 'task': engine.task,
+            'decode': engine._ner.decode if engine._ner is not None else None,
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task in ('token-classification', 'sequence-classification') else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
             'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
@@ -553,8 +563,9 @@ def create_app(engine: Engine,               # the loaded model
         return {**engine_info(engine), 'limits': vars(limits), 'micro_batching': dict(batcher.stats) if batcher else None}
 
     @app.post('/v1/ner')
-    async def ner_endpoint(body: TextsRequest, request: Request):
-        return {'results': await run(request, 'ner', body.texts)}
+    async def ner_endpoint(body: NERRequest, request: Request):
+        options = {'decode': body.decode} if body.decode is not None else {}   # no option: batched with the rest
+        return {'results': await run(request, 'ner', body.texts, **options)}
 
     @app.post('/v1/encode')
     async def encode_endpoint(body: EncodeRequest, request: Request):
@@ -651,7 +662,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-# %% ../nbs/10_serving.ipynb 60
+# %% ../nbs/10_serving.ipynb 62
 def _percentile(xs: list[float], q: float) -> float:
     "The q-th percentile (0..100) of `xs`, nearest rank; nan when empty."
     if not xs: return float('nan')
