@@ -20,8 +20,8 @@ from .training import TrainingConfig
 from .serving import Engine, Limits, folder_task, serve
 
 # %% auto 0
-__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_predict', 'cmd_serve',
-           'build_parser', 'main', 'ServeProcess']
+__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_predict',
+           'cmd_serve', 'build_parser', 'main', 'ServeProcess']
 
 # %% ../nbs/11_cli.ipynb 6
 PROG = 'bert-book'
@@ -145,6 +145,27 @@ def cmd_train_cls(args) -> int:
                       'best_dev_accuracy': round(history.best_metric, 4), 'steps': history.eval[-1]['step'] if history.eval else None}))
     return 0
 
+def cmd_fit_guard(args) -> int:
+    "Fit an out-of-distribution guard for a sentence classifier on in-distribution texts and save it beside the model (chapter 14)."
+    from bert_book.ood import GUARD_FILE, fit_guard
+    folder = Path(args.model_dir)
+    if not folder.is_dir(): raise UserError(f"{folder}: no such model folder")
+    if folder_task(folder) != 'sequence-classification':
+        raise UserError(f"{folder} holds a {folder_task(folder)} model; a guard is fitted for a sentence classifier")
+    if (args.train is None) != (args.dev is None): raise UserError("pass both --train and --dev, or neither (the bundled Rotten Tomatoes snippets)")
+    if (folder / GUARD_FILE).exists() and not args.overwrite:
+        raise UserError(f"{folder / GUARD_FILE} exists; pass --overwrite to replace it")
+    if args.train is None: train, dev = rotten_tomatoes('train'), rotten_tomatoes('dev')
+    else: train, dev = _labelled(args.train, args, '--train'), _labelled(args.dev, args, '--dev')
+    train = train[:args.max_examples]
+    model = from_pretrained(folder, 'sequence-classification', device=args.device)
+    guard = fit_guard(model, BertTokenizer.from_pretrained(folder), train, dev, args.method, args.pooling, args.accept, args.max_length)
+    path = guard.save(folder)
+    print(json.dumps({'guard': str(path), 'method': guard.method, 'threshold': round(guard.threshold, 4),
+                      'temperature': round(guard.temperature, 4), 'dev_accept_rate': round(guard.accept_rate, 4),
+                      'train_examples': len(train), 'dev_examples': len(dev)}))
+    return 0
+
 def cmd_predict(args) -> int:
     "Print one JSON object per text: its entities (a tagger) or its label and scores (a sentence classifier)."
     texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
@@ -221,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--patience', type=_positive_int, default=2, help='evaluations without improvement before stopping (default: %(default)s)')
     _add_training_options(p, epochs=2.0, batch_size=16, lr=None)
     p.set_defaults(run=cmd_train_cls)
+
+    p = sub.add_parser('fit-guard', help="fit a sentence classifier's out-of-distribution guard", description=cmd_fit_guard.__doc__)
+    p.add_argument('model_dir', metavar='MODEL_DIR', help='a sentence-classifier folder; the guard is written into it')
+    p.add_argument('--train', default=None, help='in-distribution training examples (.csv, .tsv, .jsonl); default: the bundled Rotten Tomatoes snippets')
+    p.add_argument('--dev', default=None, help='in-distribution validation examples (temperature and threshold), same format')
+    p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
+    p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
+    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the files' format (default: from the file name)")
+    p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training examples')
+    p.add_argument('--method', choices=('mahalanobis', 'msp', 'energy', 'max_logit'), default='mahalanobis', help='the OOD score (default: %(default)s)')
+    p.add_argument('--pooling', choices=('cls', 'mean', 'pooler'), default='cls', help='sentence features for mahalanobis (default: %(default)s, the best in chapter 14)')
+    p.add_argument('--accept', type=float, default=0.95, help='the share of --dev texts the threshold accepts (default: %(default)s)')
+    p.add_argument('--max-length', type=_positive_int, default=None, help="tokens per text (default: the model's limit)")
+    p.add_argument('--overwrite', action='store_true', help='replace a guard already in the folder')
+    p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
+    p.set_defaults(run=cmd_fit_guard)
 
     p = sub.add_parser('predict', help='print the entities or the label of texts as JSON lines', description=cmd_predict.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger or sentence-classifier folder (config.json, weights, tokenizer)')

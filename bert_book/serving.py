@@ -109,6 +109,7 @@ class Engine:
                  decode: str | None = None,     # how `ner` decodes: 'argmax', 'constrained' or 'crf'; None: 'crf' for a CRF tagger, else 'argmax'
                  source: str | None = None,     # where the model came from, for `engine_info` (a name, not a path)
                  weights_sha256: str | None = None,  # the digest of the weights file, for `engine_info`
+                 guard=None,                    # a sentence classifier's `bert_book.ood.OODGuard`: `classify` adds OOD scores
                 ):
         if task not in SERVED_TASKS: raise ValueError(f"task={task!r}: the engine serves {SERVED_TASKS}")
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -121,15 +122,21 @@ class Engine:
         self._lock = threading.Lock()   # one forward pass at a time: the engine may be shared by threads
         self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device, decode=decode) \
                     if task == 'token-classification' else None
+        if guard is not None and task != 'sequence-classification':
+            raise ValueError(f"an OOD guard works with a sentence classifier, not a {task} model")
+        if guard is not None and guard.num_labels not in (None, model.config.num_labels):
+            raise ValueError(f"the guard was fitted for {guard.num_labels} classes, the model has {model.config.num_labels}")
+        self.guard = guard
 
     @classmethod
     def from_folder(cls, folder: str | Path,      # a checkpoint folder (config.json, weights, tokenizer files)
                     *,
                     device=None,                  # where to run; default `get_device()`
                     task: str | None = None,      # default: `folder_task(folder)`
+                    use_guard: bool = True,       # load the folder's OOD guard (ood_guard.safetensors), if it has one
                     **kwargs,                     # `batch_size`, `aggregation`
                    ) -> 'Engine':
-        "Load a folder's model (for its task) and tokenizer once."
+        "Load a folder's model (for its task), its tokenizer and, for a sentence classifier, its OOD guard, once."
         folder = Path(folder)
         if not folder.is_dir(): raise FileNotFoundError(f"no model folder at {folder}")
         task = task or folder_task(folder)
@@ -137,8 +144,13 @@ class Engine:
             raise UnsupportedTask(f"{folder} holds a {task} model; the engine serves {' and '.join(SERVED_TASKS)} models")
         # a tagger folder whose architectures name the CRF tagger is loaded with its CRF (chapter 8b)
         model = load_tagger(folder, device) if task == 'token-classification' else from_pretrained(folder, task, device=device)
+        digest = _sha256(find_weights(folder))
+        guard = None
+        if use_guard and task == 'sequence-classification':
+            from bert_book.ood import GUARD_FILE, OODGuard      # chapter 14
+            if (folder / GUARD_FILE).exists(): guard = OODGuard.load(folder, weights_sha256=digest)
         return cls(model, BertTokenizer.from_pretrained(folder), task, source=folder.resolve().name,
-                   weights_sha256=_sha256(find_weights(folder)), **kwargs)
+                   weights_sha256=digest, guard=guard, **kwargs)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -153,15 +165,17 @@ class Engine:
 
     def __repr__(self):
         return (f"Engine(task={self.task!r}, source={self.source!r}, device={self.device.type!r}, "
-                f"max_length={self.max_length}, batch_size={self.batch_size})")
+                f"max_length={self.max_length}, batch_size={self.batch_size}"
+                + (f", guard={self.guard.method!r})" if self.guard is not None else ")"))
 
 # %% ../nbs/10_serving.ipynb 16
 @torch.inference_mode()
 def _forward_sorted(self: Engine,
                     sequences: list[list[int]],                  # token ids, [CLS] ... [SEP], each within max_length
                     positions: list[list[int]] | None = None,    # per sequence, the rows to keep; None: all
-                   ) -> list[Tensor]:
-    "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits) in float32 on the CPU; batched by length, padded per batch, order restored."
+                    pooling: str | None = None,                  # a sentence classifier: also return its features, pooled so
+                   ) -> list:
+    "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits, or (logits, features) with `pooling`) in float32 on the CPU; batched by length, padded per batch, order restored."
     out = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
     with self._lock:
@@ -172,6 +186,11 @@ def _forward_sorted(self: Engine,
             mask = torch.zeros(len(chunk), T, dtype=torch.long)
             for j, k in enumerate(chunk):
                 ids[j, :len(sequences[k])] = torch.tensor(sequences[k]); mask[j, :len(sequences[k])] = 1
+            if pooling is not None:                                    # the OOD guard's features, from the same pass
+                from bert_book.ood import classifier_forward
+                logits, feats = classifier_forward(self.model, ids.to(self.device), mask.to(self.device), pooling)
+                for j, k in enumerate(chunk): out[k] = (logits[j].float().cpu(), feats[j].float().cpu())
+                continue
             logits = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits   # (B, T, C) or (B, C)
             for j, k in enumerate(chunk):
                 if logits.dim() == 2: rows = logits[j]                 # one row per text: a sentence classifier
@@ -205,17 +224,26 @@ Engine.encode = _encode
 def _classify(self: Engine,
               texts: Sequence[str],   # the texts; [] gives []
              ) -> list[dict]:
-    "Per text: `label` (the likeliest), `score` (its probability), `scores` {label: probability}, `truncated`."
+    """Per text: `label` (the likeliest), `score` (its probability), `scores` {label: probability}, `truncated`; with an
+    OOD guard also `ood_score` and `in_distribution`, and the probabilities use the guard's fitted temperature."""
     texts = _check_texts(texts)
     self.require('classify')
     if not texts: return []
     cut = [_truncate(ids, [], self.max_length, self.tokenizer.sep_token_id) for ids in self.tokenizer(texts)['input_ids']]
     labels = [self.id2label[i] for i in range(self.model.config.num_labels)]
+    guard = self.guard
+    rows = self._forward_sorted([ids for ids, _, _ in cut], pooling=guard.pooling if guard is not None and guard.needs_features else None)
+    if guard is not None:
+        logits = torch.stack([r[0] if isinstance(r, tuple) else r for r in rows])
+        features = torch.stack([r[1] for r in rows]) if guard.needs_features else None
+        ood, accepted = guard(logits, features)
+        rows = list(logits / guard.temperature)
     out = []
-    for (_, _, truncated), logits in zip(cut, self._forward_sorted([ids for ids, _, _ in cut])):
+    for i, ((_, _, truncated), logits) in enumerate(zip(cut, rows)):
         probs = logits.softmax(-1).tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
         out.append({'label': labels[best], 'score': probs[best], 'scores': dict(zip(labels, probs)), 'truncated': truncated})
+        if guard is not None: out[-1].update(ood_score=float(ood[i]), in_distribution=bool(accepted[i]))
     return out
 
 Engine.classify = _classify
@@ -481,7 +509,9 @@ def engine_info(engine: Engine) -> dict:
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
             'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
             'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(),
-            'methods': [m.replace('_', '-') for m, t in _METHODS.items() if t == engine.task]}
+            'methods': [m.replace('_', '-') for m, t in _METHODS.items() if t == engine.task],
+            'ood_guard': None if getattr(engine, 'guard', None) is None else
+                         {k: getattr(engine.guard, k) for k in ('method', 'threshold', 'temperature', 'pooling', 'accept_rate')}}
 
 def _encode_json(results: list[dict]) -> list[dict]:
     "`Engine.encode`'s results with tensors and tuples as JSON lists."

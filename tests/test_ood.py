@@ -1,0 +1,225 @@
+"""bert_book.ood seen from outside: the OOD metrics equal scikit-learn's (ties included), calibration and temperature on
+known cases, the shifted-text readers on a user's files and on broken ones, and the guard: saved beside a model, bound
+to its weights, loaded by the engine, applied by `POST /v1/classify` and reported by `/v1/model`, fitted by
+`bert-book fit-guard`; every way a guard file can be wrong gets an error that says what."""
+import bz2, csv, importlib, json, math, os, shutil, subprocess, sys
+
+import numpy as np
+import pytest
+import torch
+
+from bert_book.ood import (GUARD_FILE, Mahalanobis, OODGuard, accept_threshold, aupr, auroc, bbc_news, calibration_bins,
+                           energy_score, expected_calibration_error, first_sentence, fit_guard, fit_temperature,
+                           fpr_at_tpr, guardian_headlines, max_logit_score, msp_score, ood_metrics, text_outputs)
+from bert_book.datasets import LabelledText
+from bert_book.pretrained import from_pretrained, save_pretrained
+from bert_book.serving import Engine, create_app, BackgroundServer, Limits
+from bert_book.tokenizer import BertTokenizer
+
+sklearn_metrics = pytest.importorskip('sklearn.metrics')
+httpx = importlib.import_module('httpx')
+ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+
+REVIEWS = [LabelledText(t, l) for t, l in [
+    ('A triumph of sound and light.', 'positive'), ('Two hours I will not get back.', 'negative'),
+    ('Warm, funny and wise.', 'positive'), ('Dull, dull, dull.', 'negative'), ('The cast is lovely.', 'positive'),
+    ('A mess from start to finish.', 'negative'), ('I laughed all the way through.', 'positive'),
+    ('Not funny, and not short either.', 'negative'), ('Beautifully shot and acted.', 'positive'),
+    ('The plot makes no sense.', 'negative'), ('One of the best films of the year.', 'positive'),
+    ('Tedious and far too long.', 'negative')]]
+
+
+# ---- metrics against scikit-learn -----------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed', range(25))
+def test_metrics_equal_sklearn(seed):
+    g = np.random.default_rng(seed)
+    n, m = g.integers(1, 60, size=2)
+    a = g.integers(0, 8, n).astype(float)                      # few distinct values: many ties, inside and across sets
+    b = g.integers(0, 8, m).astype(float) + g.choice([0.0, 0.5, 1.0])
+    y = np.r_[np.zeros(n), np.ones(m)]                         # OOD positive
+    s = np.r_[a, b]
+    assert auroc(a, b) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+    assert aupr(a, b) == pytest.approx(sklearn_metrics.average_precision_score(y, s), abs=1e-12)
+    fpr, tpr, _ = sklearn_metrics.roc_curve(1 - y, -s, drop_intermediate=False)   # in-distribution positive for FPR95
+    assert fpr_at_tpr(a, b) == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
+    assert set(ood_metrics(a, b)) == {'auroc', 'aupr', 'fpr95'}
+
+
+def test_metric_edges():
+    assert auroc([0, 1], [2, 3]) == 1.0 and auroc([2, 3], [0, 1]) == 0.0 and auroc([1, 1], [1]) == 0.5
+    assert accept_threshold([3, 1, 2, 4], 0.5) == 2 and accept_threshold([5], 0.95) == 5
+    for bad, message in [(lambda: auroc([], [1]), 'both sets need scores'), (lambda: auroc([float('nan')], [1]), 'finite'),
+                         (lambda: accept_threshold([1], 0), 'accept must be in'), (lambda: accept_threshold([], 0.9), 'no in-distribution')]:
+        with pytest.raises(ValueError, match=message): bad()
+
+
+# ---- calibration ----------------------------------------------------------------------------------------------------
+def test_ece_against_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1000, 3, generator=g) * 2, -1).double()
+    labels = torch.randint(0, 3, (1000,), generator=g)
+    conf, pred = probs.max(-1)
+    ece = 0.0
+    for b in range(10):
+        inside = (conf >= b / 10) & (conf < (b + 1) / 10) if b < 9 else conf >= 0.9
+        if inside.any(): ece += inside.double().mean() * abs((pred[inside] == labels[inside]).double().mean() - conf[inside].mean())
+    assert expected_calibration_error(probs, labels, 10) == pytest.approx(float(ece), abs=1e-12)
+    assert calibration_bins(probs, labels, 10)['count'].sum() == 1000
+    with pytest.raises(ValueError, match='n_bins'): calibration_bins(probs, labels, 0)
+
+
+def test_temperature_undoes_a_sharpening():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(20000, 4, generator=g) * 2
+    labels = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(1)
+    assert fit_temperature(logits * 3, labels) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.05)
+    with pytest.raises(ValueError, match=r'logits must be \(N, C\)'): fit_temperature(logits[:, 0], labels)
+
+
+def test_scores():
+    lg = torch.tensor([[5.0, -5.0], [0.0, 0.0], [-2.0, -2.0]])
+    assert msp_score(lg).tolist() == pytest.approx([-torch.sigmoid(torch.tensor(10.0)).item(), -0.5, -0.5])
+    assert max_logit_score(lg).tolist() == [-5.0, 0.0, 2.0]
+    assert energy_score(lg).tolist() == pytest.approx([-torch.logsumexp(lg[i], 0).item() for i in range(3)])
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    m = Mahalanobis.fit(x, shrinkage=0.0)
+    d = x.double() - x.double().mean(0)
+    want = torch.einsum('nh,hg,ng->n', d, torch.linalg.inv(d.T @ d / len(x)), d)
+    assert torch.allclose(m(x).double(), want, rtol=1e-4)
+    with pytest.raises(ValueError, match='labels must be'): Mahalanobis.fit(x, torch.zeros(3))
+    with pytest.raises(ValueError, match='means must be'): Mahalanobis(torch.zeros(2, 3), torch.eye(4))
+
+
+# ---- the shifted texts: packaged files and a user's own -------------------------------------------------------------
+def test_packaged_sets():
+    heads, bbc = guardian_headlines(), bbc_news()
+    assert len(heads) > 4000 and len(set(heads)) == len(heads) and all(h.strip() == h and h for h in heads)
+    assert len(bbc) == 2225 and {x.label for x in bbc} == {'business', 'entertainment', 'politics', 'sports', 'tech'}
+    assert all(x.text and len(x.text) < 1000 for x in bbc)
+    assert not any('\ufffd' in x.text for x in bbc)          # Latin-1 files decoded, not replaced
+
+
+def test_user_files_and_broken_ones(tmp_path):
+    with bz2.open(tmp_path / 'h.csv.bz2', 'wt', newline='', encoding='utf-8') as f:
+        w = csv.writer(f); w.writerow(['', 'Text', 'Date']); w.writerows([[0, 'Rain ☔ again', 'x'], [1, '', 'y'], [2, 'Rain ☔ again', 'z'], [3, 'Sun', 'w']])
+    assert guardian_headlines(tmp_path / 'h.csv.bz2') == ['Rain ☔ again', 'Sun']
+    (tmp_path / 'n.csv').write_text('Title\nx\n')
+    with pytest.raises(ValueError, match="n.csv: no 'Text' column"): guardian_headlines(tmp_path / 'n.csv')
+    (tmp_path / 'c.csv.bz2').write_bytes(b'not bz2 at all')
+    with pytest.raises(ValueError, match='c.csv.bz2: cannot be read'): guardian_headlines(tmp_path / 'c.csv.bz2')
+    (tmp_path / 'news' / 'tech').mkdir(parents=True)
+    (tmp_path / 'news' / 'tech' / '001.txt').write_bytes('Title\n\nShares rose 5% to \xa310. Then fell.\n'.encode('latin-1'))
+    (tmp_path / 'news' / 'tech' / '002.txt').write_text('Title only\n')
+    with pytest.raises(ValueError, match='002.txt: expected a title line and a body'): bbc_news(tmp_path / 'news')
+    (tmp_path / 'news' / 'tech' / '002.txt').unlink()
+    assert bbc_news(tmp_path / 'news') == [LabelledText('Shares rose 5% to £10.', 'tech', 'tech/001.txt')]
+    with pytest.raises(FileNotFoundError, match='no folder'): bbc_news(tmp_path / 'missing')
+    assert first_sentence('Dr. No arrives. Later.') == 'Dr. No arrives.' and first_sentence('  a\n b ') == 'a b'
+
+
+# ---- the guard ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def folder(tiny_folders, tmp_path):
+    return shutil.copytree(tiny_folders['classifier'], tmp_path / 'classifier')
+
+
+def fitted(folder, method='mahalanobis'):
+    model = from_pretrained(folder, 'sequence-classification', device='cpu')
+    return model, fit_guard(model, BertTokenizer.from_pretrained(folder), REVIEWS, REVIEWS[::2], method)
+
+
+@pytest.mark.parametrize('method', ['mahalanobis', 'msp', 'energy', 'max_logit'])
+def test_guard_round_trip_and_engine(folder, method):
+    model, guard = fitted(folder, method)
+    assert guard.accept_rate >= 0.95 and guard.temperature > 0
+    guard.save(folder)
+    back = OODGuard.load(folder)
+    assert (back.method, back.threshold, back.temperature) == (guard.method, guard.threshold, guard.temperature)
+    texts = ['A triumph.', 'Shares in the bank fell 5% on Monday.', 'word ' * 80]
+    out = text_outputs(model, BertTokenizer.from_pretrained(folder), texts, guard.pooling)
+    want_scores, want_in = back(out.logits, out.features)
+    eng = Engine.from_folder(folder, device='cpu')
+    assert eng.guard is not None and f"guard='{method}'" in repr(eng)
+    got = eng.classify(texts)
+    for r, s, ok, lg in zip(got, want_scores, want_in, out.logits):
+        assert r['ood_score'] == pytest.approx(float(s), rel=1e-4, abs=1e-4) and r['in_distribution'] == bool(ok)
+        assert r['scores']['positive'] == pytest.approx(float((lg / guard.temperature).softmax(-1)[1]), abs=1e-5)
+    plain = Engine.from_folder(folder, device='cpu', use_guard=False).classify(texts)
+    assert all('ood_score' not in r for r in plain) and [r['label'] for r in plain] == [r['label'] for r in got]
+
+
+def test_guard_through_the_service(folder):
+    _, guard = fitted(folder)
+    guard.save(folder)
+    app = create_app(Engine.from_folder(folder, device='cpu'), Limits(max_texts=8))
+    with BackgroundServer(app) as url:
+        info = httpx.get(f'{url}/v1/model', timeout=60).json()
+        assert info['ood_guard']['method'] == 'mahalanobis' and info['ood_guard']['threshold'] == guard.threshold
+        body = httpx.post(f'{url}/v1/classify', json={'texts': ['A triumph.', 'Interest rates rose.']}, timeout=60).json()
+        assert all(isinstance(r['ood_score'], float) and isinstance(r['in_distribution'], bool) for r in body['results'])
+    (folder / GUARD_FILE).unlink()
+    assert Engine.from_folder(folder, device='cpu').guard is None
+
+
+def test_guard_errors(folder, tiny_folders, tmp_path):
+    model, guard = fitted(folder)
+    for kwargs, message in [(dict(method='knn', threshold=0.0), "method='knn'"),
+                            (dict(method='msp', threshold=0.5, num_labels=2), 'outside the range of msp scores'),
+                            (dict(method='mahalanobis', threshold=-1.0, mahalanobis=guard.mahalanobis), 'outside the range'),
+                            (dict(method='msp', threshold=-0.9, temperature=0.0), 'temperature must be a positive'),
+                            (dict(method='msp', threshold=-0.9, mahalanobis=guard.mahalanobis), 'needs its fitted statistics'),
+                            (dict(method='mahalanobis', threshold=1.0), 'needs its fitted statistics'),
+                            (dict(method='mahalanobis', threshold=1.0, mahalanobis=guard.mahalanobis, hidden_size=7), 'not hidden_size=7')]:
+        with pytest.raises(ValueError, match=message): OODGuard(**kwargs)
+    with pytest.raises(ValueError, match=r'features must be \(N, 32\)'): guard.score(None, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match='fitted for 2 classes'): guard.score(torch.zeros(2, 3), torch.zeros(2, 32))
+    with pytest.raises(ValueError, match="labels \\['meh'\\] are not among"):
+        fit_guard(model, BertTokenizer.from_pretrained(folder), [LabelledText('x', 'meh')], REVIEWS)
+    guard.save(folder)
+    # a guard beside other weights: the same config, different numbers
+    other = shutil.copytree(folder, tmp_path / 'other')
+    m2 = from_pretrained(other, 'sequence-classification', device='cpu')
+    with torch.no_grad(): m2.classifier.bias += 1
+    save_pretrained(m2, BertTokenizer.from_pretrained(other), other, overwrite=True)
+    with pytest.raises(ValueError, match='fitted for other weights'): OODGuard.load(other)
+    with pytest.raises(ValueError, match='fitted for other weights'): Engine.from_folder(other, device='cpu')
+    assert Engine.from_folder(other, device='cpu', use_guard=False).guard is None
+    # a guard for a model of another shape
+    with pytest.raises(ValueError, match='fitted for 2 classes; .* holds a model with 3'):
+        OODGuard('msp', -0.9, num_labels=2).save(_three_class(tmp_path, folder))
+    # corrupt and foreign files
+    (other / GUARD_FILE).write_bytes(b'\x00' * 64)
+    with pytest.raises(ValueError, match='not a readable guard file'): OODGuard.load(other)
+    from safetensors.torch import save_file
+    save_file({'x': torch.zeros(1)}, str(other / GUARD_FILE), metadata={'format': 'something else'})
+    with pytest.raises(ValueError, match='not a bert_book OOD guard'): OODGuard.load(other)
+    with pytest.raises(ValueError, match='OOD guard works with a sentence classifier'):
+        Engine(from_pretrained(tiny_folders['tagger'], 'token-classification', device='cpu'),
+               BertTokenizer.from_pretrained(tiny_folders['tagger']), 'token-classification', guard=guard)
+
+
+def _three_class(tmp_path, folder):
+    from bert_book.heads import BertForSequenceClassification
+    from bert_book.core import BertConfig
+    tok = BertTokenizer.from_pretrained(folder)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=32, id2label={0: 'a', 1: 'b', 2: 'c'})
+    return save_pretrained(BertForSequenceClassification(cfg), tok, tmp_path / 'three')
+
+
+def test_fit_guard_command(folder, tmp_path):
+    for name, xs in (('train.tsv', REVIEWS), ('dev.tsv', REVIEWS[1::2])):
+        with open(tmp_path / name, 'w', newline='') as f:
+            w = csv.writer(f, delimiter='\t'); w.writerow(['text', 'label']); w.writerows((x.text, x.label) for x in xs)
+    run = lambda *a: subprocess.run([sys.executable, '-m', 'bert_book.cli', *map(str, a)], capture_output=True, text=True, timeout=120, env=ENV)
+    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv', '--dev', tmp_path / 'dev.tsv', '--method', 'energy')
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report['method'] == 'energy' and report['dev_examples'] == 6 and (folder / GUARD_FILE).is_file()
+    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv', '--dev', tmp_path / 'dev.tsv')
+    assert p.returncode == 1 and 'pass --overwrite' in p.stderr
+    p = run('predict', folder, 'A triumph.')
+    assert p.returncode == 0 and set(json.loads(p.stdout)) >= {'label', 'ood_score', 'in_distribution'}
+    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv')
+    assert p.returncode == 1 and 'pass both --train and --dev' in p.stderr
