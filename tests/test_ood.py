@@ -208,18 +208,18 @@ def _three_class(tmp_path, folder):
     return save_pretrained(BertForSequenceClassification(cfg), tok, tmp_path / 'three')
 
 
-def test_fit_guard_command(folder, tmp_path):
+def test_fit_guard_command(folder, tmp_path, capsys):
+    from bert_book.cli import main
     for name, xs in (('train.tsv', REVIEWS), ('dev.tsv', REVIEWS[1::2])):
         with open(tmp_path / name, 'w', newline='') as f:
             w = csv.writer(f, delimiter='\t'); w.writerow(['text', 'label']); w.writerows((x.text, x.label) for x in xs)
-    run = lambda *a: subprocess.run([sys.executable, '-m', 'bert_book.cli', *map(str, a)], capture_output=True, text=True, timeout=120, env=ENV)
-    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv', '--dev', tmp_path / 'dev.tsv', '--method', 'energy')
-    assert p.returncode == 0, p.stderr
-    report = json.loads(p.stdout)
+    args = ['fit-guard', str(folder), '--train', str(tmp_path / 'train.tsv'), '--dev', str(tmp_path / 'dev.tsv'), '--device', 'cpu']
+    assert main(args + ['--method', 'energy']) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report['method'] == 'energy' and report['dev_examples'] == 6 and (folder / GUARD_FILE).is_file()
-    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv', '--dev', tmp_path / 'dev.tsv')
-    assert p.returncode == 1 and 'pass --overwrite' in p.stderr
-    p = run('predict', folder, 'A triumph.')
-    assert p.returncode == 0 and set(json.loads(p.stdout)) >= {'label', 'ood_score', 'in_distribution'}
-    p = run('fit-guard', folder, '--train', tmp_path / 'train.tsv')
-    assert p.returncode == 1 and 'pass both --train and --dev' in p.stderr
+    assert main(args) == 1 and 'pass --overwrite' in capsys.readouterr().err
+    assert main(args[:4]) == 1 and 'pass both --train and --dev' in capsys.readouterr().err
+    assert main(args + ['--overwrite', '--method', 'mahalanobis']) == 0 and OODGuard.load(folder).pooling == 'cls'
+    # the installed command, in its own process, answers with the guard's verdict
+    p = subprocess.run([sys.executable, '-m', 'bert_book.cli', 'predict', str(folder), 'A triumph.'], capture_output=True, text=True, timeout=120, env=ENV)
+    assert p.returncode == 0 and set(json.loads(p.stdout)) >= {'label', 'ood_score', 'in_distribution'}, p.stderr
