@@ -31,8 +31,8 @@ def _checked_texts(texts: Iterable[str], # the texts to check, lazily
 
 # %% ../nbs/01_tokenizer.ipynb 9
 class WhitespaceTokenizer:
-    "The original chapter's tokenizer: one id per whitespace-separated, lowercased word; unknown words map to [UNK]."
-    special_tokens = [PAD, CLS, SEP, MASK, UNK]  # ids 0..4: the original chapter's four, then [UNK]
+    "The simplest tokenizer: one id per whitespace-separated, lowercased word; unknown words map to [UNK]."
+    special_tokens = [PAD, CLS, SEP, MASK, UNK]  # ids 0..4: the classic four, then [UNK]
 
     def __init__(self, vocab: dict[str, int], # token -> id, ids 0..n-1, holding the five special tokens
                  lowercase: bool = True, # lowercase words before looking them up
