@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/11_cli.ipynb 25
+# %% ../nbs/11_cli.ipynb 27
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -355,6 +355,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/11_cli.ipynb 29
+# %% ../nbs/11_cli.ipynb 31
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())
