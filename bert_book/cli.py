@@ -23,7 +23,7 @@ from .serving import Engine, Limits, folder_task, serve
 __all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_predict',
            'cmd_serve', 'build_parser', 'main', 'ServeProcess']
 
-# %% ../nbs/11_cli.ipynb 6
+# %% ../nbs/11_cli.ipynb 7
 PROG = 'bert-book'
 SIZES = {'compact': {},                                        # the book's compact BERT: 4 layers, hidden 256
          'tiny': dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)}  # smoke tests
@@ -55,7 +55,7 @@ def _training_config(args, **defaults) -> TrainingConfig:
                           seed=args.seed, device=args.device, progress=not args.no_progress,
                           group_by_length=True, **defaults)
 
-# %% ../nbs/11_cli.ipynb 8
+# %% ../nbs/11_cli.ipynb 9
 def _texts_of(path: str | None, max_texts: int | None) -> list[str]:
     "The non-blank lines of a text file, or the bundled corpus."
     if path is None: texts = load_corpus()
@@ -187,7 +187,7 @@ def cmd_serve(args) -> int:
           threads=args.threads)
     return 0
 
-# %% ../nbs/11_cli.ipynb 10
+# %% ../nbs/11_cli.ipynb 11
 def _positive_int(s: str) -> int:
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
     return parser
 
-# %% ../nbs/11_cli.ipynb 11
+# %% ../nbs/11_cli.ipynb 12
 def main(argv: Sequence[str] | None = None) -> int:
     "Run `bert-book` with `argv` (default: the process's arguments); returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/11_cli.ipynb 27
+# %% ../nbs/11_cli.ipynb 28
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -355,6 +355,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/11_cli.ipynb 31
+# %% ../nbs/11_cli.ipynb 32
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

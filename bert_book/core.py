@@ -16,7 +16,7 @@ import torch.nn.functional as F
 # %% auto 0
 __all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'get_activation', 'BertConfig']
 
-# %% ../nbs/00_core.ipynb 5
+# %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
     mps = getattr(torch.backends, 'mps', None)
     return bool(mps is not None and mps.is_available())
@@ -41,7 +41,7 @@ def get_device(prefer: str | torch.device | None = None, # 'cuda', 'cuda:1', 'mp
         raise ValueError(f"device {prefer!r} is not supported: use 'cpu', 'cuda[:N]' or 'mps'")
     return dev
 
-# %% ../nbs/00_core.ipynb 8
+# %% ../nbs/00_core.ipynb 9
 def seed_everything(seed: int, # the one seed for Python, NumPy and torch (CPU and every GPU)
                     deterministic: bool = False, # also ask torch for deterministic kernels (slower on GPU)
                    ) -> torch.Generator:
@@ -56,7 +56,7 @@ def seed_everything(seed: int, # the one seed for Python, NumPy and torch (CPU a
         torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
-# %% ../nbs/00_core.ipynb 11
+# %% ../nbs/00_core.ipynb 12
 ACTIVATIONS = {
     'gelu': F.gelu,                                                # exact (erf) GELU: BERT's
     'gelu_new': lambda x: F.gelu(x, approximate='tanh'),           # tanh approximation (GPT-2)
@@ -71,7 +71,7 @@ def get_activation(name: str):
         raise ValueError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
-# %% ../nbs/00_core.ipynb 14
+# %% ../nbs/00_core.ipynb 15
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
                   'max_position_embeddings', 'type_vocab_size', 'num_labels')

@@ -18,7 +18,7 @@ __all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'eager_
            'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertPooler', 'check_inputs',
            'BertPreTrainedModel', 'BertModelOutput', 'BertModel']
 
-# %% ../nbs/04_encoder.ipynb 6
+# %% ../nbs/04_encoder.ipynb 7
 class BertEmbeddings(nn.Module):
     "Word + position + token-type embeddings, then LayerNorm and dropout."
     def __init__(self, config: BertConfig):
@@ -42,7 +42,7 @@ class BertEmbeddings(nn.Module):
         x = x + self.position_embeddings(position_ids)                                                   # broadcast over B
         return self.dropout(self.LayerNorm(x))
 
-# %% ../nbs/04_encoder.ipynb 10
+# %% ../nbs/04_encoder.ipynb 14
 def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a real token, 0 or False for padding
                     ) -> Tensor | None:
     "The (B, 1, 1, T) boolean mask (True = attend) that SDPA wants, or None when no token is padding."
@@ -52,7 +52,7 @@ def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a re
     keep = keep | ~keep.any(-1, keepdim=True)         # an all-padding row attends to everything: finite, never NaN
     return keep[:, None, None, :]                     # (B, 1, 1, T): broadcast over heads and queries
 
-# %% ../nbs/04_encoder.ipynb 13
+# %% ../nbs/04_encoder.ipynb 17
 def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
                     mask: Tensor | None = None,       # (B, 1, 1, T) boolean, True = attend
                     dropout_p: float = 0.0,           # dropout on the attention weights (training only)
@@ -63,7 +63,7 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
     weights = scores.softmax(dim=-1).to(q.dtype)                           # each row sums to 1
     return F.dropout(weights, dropout_p) @ v, weights
 
-# %% ../nbs/04_encoder.ipynb 15
+# %% ../nbs/04_encoder.ipynb 19
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention: SDPA by default, the eager path when the weights are wanted."
     def __init__(self, config: BertConfig):
@@ -86,7 +86,7 @@ class BertSelfAttention(nn.Module):
         else: y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
         return y.transpose(1, 2).reshape(B, T, H), weights                             # heads merged: (B, T, H)
 
-# %% ../nbs/04_encoder.ipynb 19
+# %% ../nbs/04_encoder.ipynb 26
 class BertOutput(nn.Module):
     "Linear map, dropout, residual sum, LayerNorm: the post-LN wrapper after attention and after the feed-forward."
     def __init__(self, in_features: int, config: BertConfig):
@@ -135,7 +135,7 @@ class BertLayer(nn.Module):
         a, weights = self.attention(x, mask, eager)      # (B, T, H)
         return self.output(self.intermediate(a), a), weights
 
-# %% ../nbs/04_encoder.ipynb 22
+# %% ../nbs/04_encoder.ipynb 29
 class BertEncoder(nn.Module):
     "The stack of `num_hidden_layers` blocks."
     def __init__(self, config: BertConfig):
@@ -163,7 +163,7 @@ class BertPooler(nn.Module):
         "Pool the first token."
         return torch.tanh(self.dense(h[:, 0]))
 
-# %% ../nbs/04_encoder.ipynb 24
+# %% ../nbs/04_encoder.ipynb 31
 def _int_range(name: str, t: Tensor, low: int, high: int, what: str):
     "Raise unless every value of the integer tensor `t` lies in [low, high)."
     lo, hi = (v.item() for v in torch.aminmax(t))
@@ -203,7 +203,7 @@ def check_inputs(config: BertConfig,                 # the model's config
             raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}; expected ({T},), (1, {T}) or ({B}, {T})")
         _int_range('position_ids', position_ids, 0, config.max_position_embeddings, f'max_position_embeddings={config.max_position_embeddings}')
 
-# %% ../nbs/04_encoder.ipynb 27
+# %% ../nbs/04_encoder.ipynb 34
 ATTN_IMPLEMENTATIONS = ('sdpa', 'eager')
 
 class BertPreTrainedModel(nn.Module):
@@ -273,7 +273,7 @@ class BertPreTrainedModel(nn.Module):
             if prefix + key not in state_dict and prefix + source in state_dict:
                 state_dict[prefix + key] = state_dict[prefix + source]
 
-# %% ../nbs/04_encoder.ipynb 29
+# %% ../nbs/04_encoder.ipynb 36
 @dataclass
 class BertModelOutput:
     "What `BertModel` returns (transformers' field names)."
