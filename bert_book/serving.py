@@ -289,7 +289,7 @@ def _fill_mask(self: Engine,
 
 Engine.ner, Engine.fill_mask = _ner, _fill_mask
 
-# %% ../nbs/10_serving.ipynb 34
+# %% ../nbs/10_serving.ipynb 35
 @dataclass
 class _Request:
     key: tuple                 # (method, options): only requests with the same key run together
@@ -337,7 +337,7 @@ class MicroBatcher:
         if self._executor is not None: self._executor.shutdown(wait=True)
         self._worker = self._executor = None
 
-# %% ../nbs/10_serving.ipynb 35
+# %% ../nbs/10_serving.ipynb 36
 async def _gather(self: MicroBatcher, first: _Request) -> tuple[list[_Request], bool]:
     "The batch that starts with `first`: same-key requests arriving within `wait_ms`, up to `max_batch_size` texts."
     loop = asyncio.get_running_loop()
@@ -398,7 +398,7 @@ async def _work(self: MicroBatcher):
 
 MicroBatcher._gather, MicroBatcher._run_batch, MicroBatcher._work = _gather, _run_batch, _work
 
-# %% ../nbs/10_serving.ipynb 42
+# %% ../nbs/10_serving.ipynb 43
 def _need(module: str):
     "Import one of the serve extra's modules, or fail with the command that installs them."
     import importlib
@@ -426,7 +426,7 @@ if BaseModel is not None:
     class FillMaskRequest(TextsRequest):
         top_k: int = Field(5, ge=1, le=100, description='candidates per [MASK]')
 
-# %% ../nbs/10_serving.ipynb 43
+# %% ../nbs/10_serving.ipynb 44
 @dataclass
 class Limits:
     "What one request may ask of the service."
@@ -499,7 +499,7 @@ def _validation_message(errors: list[dict]) -> str:
         parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
     return 'invalid request: ' + '; '.join(parts)
 
-# %% ../nbs/10_serving.ipynb 44
+# %% ../nbs/10_serving.ipynb 45
 def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."
     c = engine.model.config
@@ -518,7 +518,7 @@ def _encode_json(results: list[dict]) -> list[dict]:
     return [{k: (v.tolist() if isinstance(v, Tensor) else [list(o) for o in v] if k == 'offsets' else v)
              for k, v in r.items()} for r in results]
 
-# %% ../nbs/10_serving.ipynb 45
+# %% ../nbs/10_serving.ipynb 46
 class _ClientLeft(Exception):
     "The client closed its connection before its answer was ready."
 
@@ -613,7 +613,7 @@ def create_app(engine: Engine,               # the loaded model
 
     return app
 
-# %% ../nbs/10_serving.ipynb 47
+# %% ../nbs/10_serving.ipynb 48
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port nobody listens on right now (the OS picks it)."
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -692,7 +692,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-# %% ../nbs/10_serving.ipynb 62
+# %% ../nbs/10_serving.ipynb 63
 def _percentile(xs: list[float], q: float) -> float:
     "The q-th percentile (0..100) of `xs`, nearest rank; nan when empty."
     if not xs: return float('nan')
