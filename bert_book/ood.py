@@ -157,7 +157,7 @@ def calibration_bins(probs: Tensor,     # (N, C) predicted probabilities
     return {'count': count, 'confidence': mean(conf), 'accuracy': mean(correct)}
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
-    "ECE: |accuracy − confidence| per bin, weighted by the share of predictions in the bin (Guo et al. 2017)."
+    "ECE: the gap between accuracy and confidence in each bin, weighted by the bin's share of the predictions (Guo et al. 2017)."
     b = calibration_bins(probs, labels, n_bins)
     full = b['count'] > 0
     return float((b['count'][full] / b['count'].sum() * (b['accuracy'][full] - b['confidence'][full]).abs()).sum())
