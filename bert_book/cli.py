@@ -113,6 +113,13 @@ def _labelled(path: str, args, what: str) -> list:
     if not Path(path).is_file(): raise UserError(f"{what} {path}: no such file")
     return read_labelled_texts(path, args.text_column, args.label_column, format=args.format)
 
+def _train_and_dev(args) -> tuple[list, list]:
+    "The training and validation examples of --train and --dev (the first --max-examples of training), or the bundled snippets."
+    if (args.train is None) != (args.dev is None): raise UserError("pass both --train and --dev, or neither (the bundled Rotten Tomatoes snippets)")
+    if args.train is None: train, dev = rotten_tomatoes('train'), rotten_tomatoes('dev')
+    else: train, dev = _labelled(args.train, args, '--train'), _labelled(args.dev, args, '--dev')
+    return train[:args.max_examples], dev
+
 def _classifier_start(folder: str | None, train: list, labels: list[str], args):
     "The classifier to fine-tune and its tokenizer: from a pre-trained folder, or random with a WordPiece trained on `train`."
     if folder is None:
@@ -128,10 +135,7 @@ def _classifier_start(folder: str | None, train: list, labels: list[str], args):
 def cmd_train_cls(args) -> int:
     "Fine-tune a sentence classifier on --train (best validation accuracy on --dev); save it with its tokenizer to --output-dir."
     out = _check_output_dir(args.output_dir, args.overwrite)
-    if (args.train is None) != (args.dev is None): raise UserError("pass both --train and --dev, or neither (the bundled Rotten Tomatoes snippets)")
-    if args.train is None: train, dev = rotten_tomatoes('train'), rotten_tomatoes('dev')
-    else: train, dev = _labelled(args.train, args, '--train'), _labelled(args.dev, args, '--dev')
-    train = train[:args.max_examples]
+    train, dev = _train_and_dev(args)
     labels = sorted({x.label for x in train})
     if len(labels) < 2: raise UserError(f"--train has one label only ({labels}); a classifier needs two or more")
     unknown = sorted({x.label for x in dev} - set(labels))
@@ -155,9 +159,7 @@ def cmd_fit_guard(args) -> int:
     if (args.train is None) != (args.dev is None): raise UserError("pass both --train and --dev, or neither (the bundled Rotten Tomatoes snippets)")
     if (folder / GUARD_FILE).exists() and not args.overwrite:
         raise UserError(f"{folder / GUARD_FILE} exists; pass --overwrite to replace it")
-    if args.train is None: train, dev = rotten_tomatoes('train'), rotten_tomatoes('dev')
-    else: train, dev = _labelled(args.train, args, '--train'), _labelled(args.dev, args, '--dev')
-    train = train[:args.max_examples]
+    train, dev = _train_and_dev(args)
     model = from_pretrained(folder, 'sequence-classification', device=args.device)
     guard = fit_guard(model, BertTokenizer.from_pretrained(folder), train, dev, args.method, args.pooling, args.accept, args.max_length)
     path = guard.save(folder)
@@ -193,6 +195,15 @@ def _positive_int(s: str) -> int:
     except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
+
+def _add_labelled_options(p: argparse.ArgumentParser, purpose: str):
+    "--train, --dev and how to read them: the options of every command that reads labelled texts."
+    p.add_argument('--train', default=None, help=f'{purpose} training examples: a .csv, .tsv or .jsonl file (optionally .gz/.bz2/.xz); default: the bundled Rotten Tomatoes snippets')
+    p.add_argument('--dev', default=None, help='validation examples, same format')
+    p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
+    p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
+    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the files' format (default: from the file name)")
+    p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training examples')
 
 def _add_training_options(p: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float):
     "The options every training command shares."
@@ -232,12 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train_ner)
 
     p = sub.add_parser('train-cls', help='fine-tune a sentence classifier on labelled texts', description=cmd_train_cls.__doc__)
-    p.add_argument('--train', default=None, help='training examples: a .csv, .tsv or .jsonl file (optionally .gz/.bz2/.xz); default: the bundled Rotten Tomatoes snippets')
-    p.add_argument('--dev', default=None, help='validation examples, same format')
-    p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
-    p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
-    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help='the files\' format (default: from the file name)')
-    p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training examples')
+    _add_labelled_options(p, 'the')
     p.add_argument('--encoder', default=None, metavar='MODEL_DIR', help='a pre-trained model folder to start from (its tokenizer is used); default: random weights and a new tokenizer')
     p.add_argument('--patience', type=_positive_int, default=2, help='evaluations without improvement before stopping (default: %(default)s)')
     _add_training_options(p, epochs=2.0, batch_size=16, lr=None)
@@ -245,12 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('fit-guard', help="fit a sentence classifier's out-of-distribution guard", description=cmd_fit_guard.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a sentence-classifier folder; the guard is written into it')
-    p.add_argument('--train', default=None, help='in-distribution training examples (.csv, .tsv, .jsonl); default: the bundled Rotten Tomatoes snippets')
-    p.add_argument('--dev', default=None, help='in-distribution validation examples (temperature and threshold), same format')
-    p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
-    p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
-    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the files' format (default: from the file name)")
-    p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training examples')
+    _add_labelled_options(p, 'in-distribution')
     p.add_argument('--method', choices=('mahalanobis', 'msp', 'energy', 'max_logit'), default='mahalanobis', help='the OOD score (default: %(default)s)')
     p.add_argument('--pooling', choices=('cls', 'mean', 'pooler'), default='cls', help='sentence features for mahalanobis (default: %(default)s, the best in chapter 14)')
     p.add_argument('--accept', type=float, default=0.95, help='the share of --dev texts the threshold accepts (default: %(default)s)')

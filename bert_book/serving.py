@@ -176,6 +176,7 @@ def _forward_sorted(self: Engine,
                     pooling: str | None = None,                  # a sentence classifier: also return its features, pooled so
                    ) -> list:
     "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits, or (logits, features) with `pooling`) in float32 on the CPU; batched by length, padded per batch, order restored."
+    if pooling is not None: from bert_book.ood import classifier_forward     # chapter 14
     out = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
     with self._lock:
@@ -187,7 +188,6 @@ def _forward_sorted(self: Engine,
             for j, k in enumerate(chunk):
                 ids[j, :len(sequences[k])] = torch.tensor(sequences[k]); mask[j, :len(sequences[k])] = 1
             if pooling is not None:                                    # the OOD guard's features, from the same pass
-                from bert_book.ood import classifier_forward
                 logits, feats = classifier_forward(self.model, ids.to(self.device), mask.to(self.device), pooling)
                 for j, k in enumerate(chunk): out[k] = (logits[j].float().cpu(), feats[j].float().cpu())
                 continue
@@ -232,12 +232,13 @@ def _classify(self: Engine,
     cut = [_truncate(ids, [], self.max_length, self.tokenizer.sep_token_id) for ids in self.tokenizer(texts)['input_ids']]
     labels = [self.id2label[i] for i in range(self.model.config.num_labels)]
     guard = self.guard
-    rows = self._forward_sorted([ids for ids, _, _ in cut], pooling=guard.pooling if guard is not None and guard.needs_features else None)
+    if guard is not None and guard.needs_features:
+        logits, features = (torch.stack(t) for t in zip(*self._forward_sorted([ids for ids, _, _ in cut], pooling=guard.pooling)))
+    else: logits, features = torch.stack(self._forward_sorted([ids for ids, _, _ in cut])), None
     if guard is not None:
-        logits = torch.stack([r[0] if isinstance(r, tuple) else r for r in rows])
-        features = torch.stack([r[1] for r in rows]) if guard.needs_features else None
         ood, accepted = guard(logits, features)
-        rows = list(logits / guard.temperature)
+        logits = logits / guard.temperature
+    rows = list(logits)
     out = []
     for i, ((_, _, truncated), logits) in enumerate(zip(cut, rows)):
         probs = logits.softmax(-1).tolist()

@@ -6,6 +6,7 @@ import bz2, csv, importlib, json, math, os, shutil, subprocess, sys
 
 import numpy as np
 import pytest
+import sklearn.metrics as sklearn_metrics
 import torch
 
 from bert_book.ood import (GUARD_FILE, Mahalanobis, OODGuard, accept_threshold, aupr, auroc, bbc_news, calibration_bins,
@@ -16,7 +17,6 @@ from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.serving import Engine, create_app, BackgroundServer, Limits
 from bert_book.tokenizer import BertTokenizer
 
-sklearn_metrics = pytest.importorskip('sklearn.metrics')
 httpx = importlib.import_module('httpx')
 ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
 
