@@ -98,12 +98,14 @@ class BertConfig:
     num_labels: int | None = None
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed (chapter 13); {} = none
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a config.json this book does not use, kept as they are
 
     def __post_init__(self):
         self._check_types()
         self._resolve_labels()
         self.validate()
+        self._check_pruned_heads()
 
     def _check_types(self):
         for name in _POSITIVE_INTS + ('pad_token_id',):
@@ -135,6 +137,22 @@ class BertConfig:
         if self.label2id is None:
             self.label2id = {l: i for i, l in self.id2label.items()}
         if self.num_labels is None: self.num_labels = len(self.id2label)
+
+    def _check_pruned_heads(self):
+        "pruned_heads as transformers 4 stored it: {layer: [head, ...]}, JSON keys as strings; every layer keeps a head."
+        try: self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in dict(self.pruned_heads or {}).items() if len(v)}
+        except (TypeError, ValueError): raise ValueError(f"BertConfig.pruned_heads must map layer ids to lists of head ids, got {self.pruned_heads!r}") from None
+        for layer, heads in self.pruned_heads.items():
+            if not 0 <= layer < self.num_hidden_layers:
+                raise ValueError(f"BertConfig.pruned_heads names layer {layer}, but the model has {self.num_hidden_layers} layers")
+            if heads[0] < 0 or heads[-1] >= self.num_attention_heads:
+                raise ValueError(f"BertConfig.pruned_heads[{layer}] = {heads}: head ids must lie in [0, {self.num_attention_heads})")
+            if len(heads) == self.num_attention_heads:
+                raise ValueError(f"BertConfig.pruned_heads[{layer}] removes all {self.num_attention_heads} heads; a layer keeps at least one")
+
+    def heads_in_layer(self, layer: int) -> int:
+        "How many attention heads layer `layer` has after pruning."
+        return self.num_attention_heads - len(self.pruned_heads.get(layer, ()))
 
     def validate(self):
         "Raise a `ValueError` naming the field when the config cannot describe a BERT."
@@ -169,6 +187,8 @@ class BertConfig:
         "The config as transformers writes it: its fields, `model_type`, label ids as strings, and the kept extras."
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
         d['id2label'] = {str(i): l for i, l in self.id2label.items()}
+        if self.pruned_heads: d['pruned_heads'] = {str(k): v for k, v in self.pruned_heads.items()}
+        else: del d['pruned_heads']   # an unpruned model's config.json stays as transformers writes it
         return {**self.extra, 'model_type': 'bert', **d}
 
     @classmethod
