@@ -66,11 +66,13 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
 # %% ../nbs/04_encoder.ipynb 19
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention: SDPA by default, the eager path when the weights are wanted."
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig,
+                 num_heads: int | None = None):   # fewer than config.num_attention_heads once heads are pruned (chapter 13)
         super().__init__()
         H = config.hidden_size
-        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
-        self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+        self.num_heads, self.head_dim = num_heads or config.num_attention_heads, config.head_dim
+        inner = self.num_heads * self.head_dim        # H, unless heads were pruned
+        self.query, self.key, self.value = nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(H, inner)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, x: Tensor,                 # (B, T, H)
@@ -84,7 +86,7 @@ class BertSelfAttention(nn.Module):
         p = self.dropout.p if self.training else 0.0
         if eager: y, weights = eager_attention(q, k, v, mask, p)
         else: y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return y.transpose(1, 2).reshape(B, T, H), weights                             # heads merged: (B, T, H)
+        return y.transpose(1, 2).reshape(B, T, -1), weights                            # heads merged: (B, T, nh·hd)
 
 # %% ../nbs/04_encoder.ipynb 26
 class BertOutput(nn.Module):
@@ -101,10 +103,10 @@ class BertOutput(nn.Module):
 
 class BertAttention(nn.Module):
     "Self-attention and its output wrapper, under transformers' names `self` and `output`."
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, num_heads: int | None = None):
         super().__init__()
-        self.self = BertSelfAttention(config)
-        self.output = BertOutput(config.hidden_size, config)
+        self.self = BertSelfAttention(config, num_heads)
+        self.output = BertOutput(self.self.num_heads * self.self.head_dim, config)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False) -> tuple[Tensor, Tensor | None]:
         "Attend, then add and normalise: (B, T, H) and the attention weights (or None)."
@@ -124,9 +126,9 @@ class BertIntermediate(nn.Module):
 
 class BertLayer(nn.Module):
     "One post-LN encoder block: attention, then the feed-forward, each with residual and LayerNorm."
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, index: int = 0):   # index: the layer's place in the stack (its pruned heads)
         super().__init__()
-        self.attention = BertAttention(config)
+        self.attention = BertAttention(config, config.heads_in_layer(index))
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config.intermediate_size, config)
 
@@ -140,7 +142,7 @@ class BertEncoder(nn.Module):
     "The stack of `num_hidden_layers` blocks."
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, h: Tensor, mask: Tensor | None = None, eager: bool = False,
                 output_hidden_states: bool = False, output_attentions: bool = False):
