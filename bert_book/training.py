@@ -255,8 +255,6 @@ class Trainer:
         self.best_state = None
         self.step_lr = None   # the learning rate the last optimizer step used
 
-
-    # --- one optimizer step ------------------------------------------------------------------------------------------
     def _micro_batch(self, indices: list[int]) -> dict:
         "This process's share of a global batch, collated and on the device."
         share, extra = divmod(len(indices), self.world)   # a short last batch is split as evenly as it goes
@@ -264,67 +262,6 @@ class Trainer:
         mine = indices[start:start + share + (self.rank < extra)]
         return to_device(self.collate_fn([self.train_data[i] for i in mine]), self.device)
 
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
-        if self.loss_fn is None:
-            out = self.train_model(**batch, **self.forward_kwargs)
-            return out.loss, out.logits
-        if 'labels' not in batch: raise ValueError("loss_fn needs a 'labels' entry in the collated batch")
-        labels = batch['labels']
-        out = self.train_model(**{k: v for k, v in batch.items() if k != 'labels'}, **self.forward_kwargs)
-        return self.loss_fn(out.logits, labels), out.logits
-
-    @staticmethod
-    def _n_labelled(batch: dict) -> torch.Tensor:
-        """How many positions a micro-batch's mean loss averages over: its labels that are not −100 (every entry of
-        float targets, as in regression); a batch without labels counts its examples."""
-        labels = batch.get('labels')
-        if labels is None: return torch.tensor(len(next(v for v in batch.values() if torch.is_tensor(v))))
-        return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != -100).sum()
-
-    def _nonfinite(self, why: str) -> FloatingPointError:
-        return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
-                                  f"are those after step {self.step}.")
-
-    def _optimizer_step(self, group: list[list[int]]) -> torch.Tensor:
-        """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
-        The step's loss is the mean over *every labelled position* of the step, on every process: each micro-batch's
-        mean is weighted by its share n_i / N of the labelled positions, N summed over the micro-batches and all-reduced
-        over the processes (and multiplied by the world size, which DDP's gradient average divides out again)."""
-        self.train_model.train()
-        batches = [self._micro_batch(indices) for indices in group]
-        counts = torch.stack([self._n_labelled(b).to(self.device, torch.float64) for b in batches])   # (k,)
-        total = counts.sum()
-        if self.world > 1: dist.all_reduce(total)
-        n_total, counts = total.item(), counts.tolist()   # the same N on every process, so they all agree below
-        if n_total == 0:
-            raise self._nonfinite("no position of the step is labelled (every label -100, e.g. a small MLM batch where "
-                                  "nothing was masked), on any process")
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (batch, n) in enumerate(zip(batches, counts)):
-            last = i == len(batches) - 1
-            sync = self.train_model.no_sync() if self.world > 1 and not last else nullcontext()
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    mean, logits = self._loss(batch)
-                # a micro-batch with nothing labelled adds nothing (its mean is NaN), but still joins DDP's all-reduce
-                loss = mean.float() * (n / n_total) if n > 0 else logits.float().sum() * 0.0
-                self.scaler.scale(loss * self.world).backward()
-            loss_sum += loss.detach()
-        if self.world > 1: dist.all_reduce(loss_sum)   # the step's loss everywhere; a NaN on one process is NaN on all
-        if not bool(torch.isfinite(loss_sum)):         # stop before a NaN reaches the weights, on every process at once
-            raise self._nonfinite("a diverging run (lower the learning rate) or a loss_fn that returned NaN or inf")
-        self.step_lr = self.scheduler.get_last_lr()[0]   # the rate this step uses (the scheduler moves on below)
-        if self.cfg.max_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum
-
-    # --- the loop ----------------------------------------------------------------------------------------------------
     def _epoch_steps(self) -> list[list[list[int]]]:
         "This epoch's optimizer steps, each a list of global batches (the micro-batches accumulated)."
         c = self.cfg
@@ -333,131 +270,201 @@ class Trainer:
         batches = [b for b in batches if len(b) >= self.world]  # under DDP every process needs an example
         return [batches[s:s + c.grad_accum_steps] for s in range(0, len(batches), c.grad_accum_steps)]
 
-    def fit(self, resume_from: str | Path | None = None) -> History:
-        "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."
-        if resume_from is not None: self.load_checkpoint(resume_from)
-        c = self.cfg
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress or self.rank != 0,
-                   desc='train', dynamic_ncols=True)
-        running, n_running, stop = torch.zeros((), device=self.device), 0, False
-        while self.step < self.total_steps and not stop:
-            steps = self._epoch_steps()
-            while self.step_in_epoch < len(steps) and self.step < self.total_steps:
-                running += self._optimizer_step(steps[self.step_in_epoch]); n_running += 1
-                self.step += 1; self.step_in_epoch += 1
-                bar.update(1)
-                if self.step % c.log_every == 0 or self.step == self.total_steps:
-                    loss = running.item() / n_running
-                    self.history.train.append({'step': self.step, 'epoch': self._epoch_float(), 'loss': loss,
-                                               'lr': self.step_lr})
-                    bar.set_postfix(loss=f'{loss:.4f}')
-                    running.zero_(); n_running = 0
-                end_of_epoch = self.step_in_epoch == len(steps)
-                due = (self.step % c.eval_every == 0) if c.eval_every else end_of_epoch
-                if due or self.step == self.total_steps: stop = self._evaluate_and_keep_best(bar)
-                if c.output_dir and c.save_every and self.step % c.save_every == 0:
-                    self.save_checkpoint(Path(c.output_dir) / f'checkpoint-{self.step}')
-                if stop: break
-            if self.step_in_epoch == len(steps): self.epoch += 1; self.step_in_epoch = 0
-        bar.close()
-        if c.output_dir: self.save_checkpoint(Path(c.output_dir) / 'last')
-        if c.load_best_at_end: self._load_best()
-        return self.history
-
-    def _load_best(self):
-        "Put the best evaluation's weights back (from memory, or from output_dir/best after a resume)."
-        best_dir = Path(self.cfg.output_dir) / 'best' if self.cfg.output_dir else None
-        if self.best_state is not None: self.model.load_state_dict(self.best_state)
-        elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
-
-    def _load_weights(self, path: Path):
-        """Load a model.safetensors into the model. `save_model` writes a tied weight once (the MLM decoder shares the word
-        embeddings), so its other names are missing from the file: the model's load hook ties them again, and only
-        keys outside `_tied_weights_keys` count as missing."""
-        try:
-            missing, unexpected = self.model.load_state_dict(load_file(str(path)), strict=False)
-            missing = [k for k in missing if k not in getattr(self.model, '_tied_weights_keys', {})]
-            if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-        except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
-
     def _epoch_float(self) -> float:
+        "The position in the data in epochs (1.5: halfway through the second epoch)."
         return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
-    # --- evaluation, best checkpoint, early stopping -------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
-        if self.eval_fn is not None: return self.eval_fn(self.model)
-        if self.eval_batches is None: return {}
-        mine = [b for i, b in enumerate(self.eval_batches) if i % self.world == self.rank]
-        return evaluate_batches(self.model, mine, self.device, autocast_dtype=self.amp_dtype)
+# %% ../nbs/06_training.ipynb 33
+def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
+    if self.loss_fn is None:
+        out = self.train_model(**batch, **self.forward_kwargs)
+        return out.loss, out.logits
+    if 'labels' not in batch: raise ValueError("loss_fn needs a 'labels' entry in the collated batch")
+    labels = batch['labels']
+    out = self.train_model(**{k: v for k, v in batch.items() if k != 'labels'}, **self.forward_kwargs)
+    return self.loss_fn(out.logits, labels), out.logits
 
-    def _evaluate_and_keep_best(self, bar) -> bool:
-        "Evaluate, record, keep the best weights; True when early stopping says stop."
-        metrics = self.evaluate()
-        if not metrics: return False
-        c = self.cfg
-        self.history.eval.append({'step': self.step, 'epoch': self._epoch_float(), **metrics})
-        if c.metric_for_best not in metrics:
-            raise KeyError(f"metric_for_best={c.metric_for_best!r} is not among the evaluation's metrics {sorted(metrics)}")
-        value = metrics[c.metric_for_best]
-        best = self.history.best_metric
-        better = best is None or (value > best if c.greater_is_better else value < best)
-        if better:
-            self.history.best_metric, self.history.best_step, self.bad_evals = value, self.step, 0
-            self.best_state = {k: v.detach().to('cpu', copy=True) for k, v in self.model.state_dict().items()}
-            if c.output_dir: self.save_checkpoint(Path(c.output_dir) / 'best', weights_only=True)
-        else:
-            self.bad_evals += 1
-        if not bar.disable:
-            bar.write(f"step {self.step}: " + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
-        return c.early_stopping_patience is not None and self.bad_evals >= c.early_stopping_patience
+def _n_labelled(batch: dict) -> torch.Tensor:
+    """How many positions a micro-batch's mean loss averages over: its labels that are not −100 (every entry of
+    float targets, as in regression); a batch without labels counts its examples."""
+    labels = batch.get('labels')
+    if labels is None: return torch.tensor(len(next(v for v in batch.values() if torch.is_tensor(v))))
+    return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != -100).sum()
 
-    # --- checkpoints -------------------------------------------------------------------------------------------------
-    def save_checkpoint(self, folder: str | Path, weights_only: bool = False) -> Path | None:
-        """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
-        scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
-        gen = getattr(self.collate_fn, 'generator', None)
-        collate_rngs = [gen.get_state() if isinstance(gen, torch.Generator) else None]   # each process masks its own way
-        if self.world > 1 and not weights_only:
-            collate_rngs = [None] * self.world
-            dist.all_gather_object(collate_rngs, gen.get_state() if isinstance(gen, torch.Generator) else None)
-        if self.rank != 0:
-            if self.world > 1: dist.barrier()
-            return None
-        folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-        save_model(self.model, str(folder / 'model.safetensors'))   # handles the tied decoder weight
-        if hasattr(getattr(self.model, 'config', None), 'save_pretrained'): self.model.config.save_pretrained(folder)
-        if not weights_only:
-            state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
-                     'scaler': self.scaler.state_dict(), 'step': self.step, 'epoch': self.epoch,
-                     'step_in_epoch': self.step_in_epoch, 'bad_evals': self.bad_evals,
-                     'rng_cpu': torch.get_rng_state(),
-                     'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                     'collate_rng': collate_rngs[0], 'collate_rng_ranks': collate_rngs,
-                     'training_config': json.dumps(asdict(self.cfg), default=str)}
-            torch.save(state, folder / 'trainer_state.pt')
-            (folder / 'history.json').write_text(json.dumps(self.history.to_dict(), indent=1))
+def _nonfinite(self: Trainer, why: str) -> FloatingPointError:
+    return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
+                              f"are those after step {self.step}.")
+
+def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
+    """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
+    The step's loss is the mean over *every labelled position* of the step, on every process: each micro-batch's
+    mean is weighted by its share n_i / N of the labelled positions, N summed over the micro-batches and all-reduced
+    over the processes (and multiplied by the world size, which DDP's gradient average divides out again)."""
+    self.train_model.train()
+    batches = [self._micro_batch(indices) for indices in group]
+    counts = torch.stack([self._n_labelled(b).to(self.device, torch.float64) for b in batches])   # (k,)
+    total = counts.sum()
+    if self.world > 1: dist.all_reduce(total)
+    n_total, counts = total.item(), counts.tolist()   # the same N on every process, so they all agree below
+    if n_total == 0:
+        raise self._nonfinite("no position of the step is labelled (every label -100, e.g. a small MLM batch where "
+                              "nothing was masked), on any process")
+    loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+    for i, (batch, n) in enumerate(zip(batches, counts)):
+        last = i == len(batches) - 1
+        sync = self.train_model.no_sync() if self.world > 1 and not last else nullcontext()
+        with sync:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                mean, logits = self._loss(batch)
+            # a micro-batch with nothing labelled adds nothing (its mean is NaN), but still joins DDP's all-reduce
+            loss = mean.float() * (n / n_total) if n > 0 else logits.float().sum() * 0.0
+            self.scaler.scale(loss * self.world).backward()
+        loss_sum += loss.detach()
+    if self.world > 1: dist.all_reduce(loss_sum)   # the step's loss everywhere; a NaN on one process is NaN on all
+    if not bool(torch.isfinite(loss_sum)):         # stop before a NaN reaches the weights, on every process at once
+        raise self._nonfinite("a diverging run (lower the learning rate) or a loss_fn that returned NaN or inf")
+    self.step_lr = self.scheduler.get_last_lr()[0]   # the rate this step uses (the scheduler moves on below)
+    if self.cfg.max_grad_norm is not None:
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+    self.scaler.step(self.optimizer)
+    self.scaler.update()
+    self.scheduler.step()
+    self.optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+Trainer._loss, Trainer._n_labelled, Trainer._nonfinite, Trainer._optimizer_step = _loss, staticmethod(_n_labelled), _nonfinite, _optimizer_step
+
+# %% ../nbs/06_training.ipynb 37
+def _evaluate(self: Trainer) -> dict:
+    "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
+    if self.eval_fn is not None: return self.eval_fn(self.model)
+    if self.eval_batches is None: return {}
+    mine = [b for i, b in enumerate(self.eval_batches) if i % self.world == self.rank]
+    return evaluate_batches(self.model, mine, self.device, autocast_dtype=self.amp_dtype)
+
+def _evaluate_and_keep_best(self: Trainer, bar) -> bool:
+    "Evaluate, record, keep the best weights; True when early stopping says stop."
+    metrics = self.evaluate()
+    if not metrics: return False
+    c = self.cfg
+    self.history.eval.append({'step': self.step, 'epoch': self._epoch_float(), **metrics})
+    if c.metric_for_best not in metrics:
+        raise KeyError(f"metric_for_best={c.metric_for_best!r} is not among the evaluation's metrics {sorted(metrics)}")
+    value = metrics[c.metric_for_best]
+    best = self.history.best_metric
+    better = best is None or (value > best if c.greater_is_better else value < best)
+    if better:
+        self.history.best_metric, self.history.best_step, self.bad_evals = value, self.step, 0
+        self.best_state = {k: v.detach().to('cpu', copy=True) for k, v in self.model.state_dict().items()}
+        if c.output_dir: self.save_checkpoint(Path(c.output_dir) / 'best', weights_only=True)
+    else:
+        self.bad_evals += 1
+    if not bar.disable:
+        bar.write(f"step {self.step}: " + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
+    return c.early_stopping_patience is not None and self.bad_evals >= c.early_stopping_patience
+
+def _load_best(self: Trainer):
+    "Put the best evaluation's weights back (from memory, or from output_dir/best after a resume)."
+    best_dir = Path(self.cfg.output_dir) / 'best' if self.cfg.output_dir else None
+    if self.best_state is not None: self.model.load_state_dict(self.best_state)
+    elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
+
+Trainer.evaluate, Trainer._evaluate_and_keep_best, Trainer._load_best = _evaluate, _evaluate_and_keep_best, _load_best
+
+# %% ../nbs/06_training.ipynb 41
+def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = False) -> Path | None:
+    """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
+    scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
+    gen = getattr(self.collate_fn, 'generator', None)
+    collate_rngs = [gen.get_state() if isinstance(gen, torch.Generator) else None]   # each process masks its own way
+    if self.world > 1 and not weights_only:
+        collate_rngs = [None] * self.world
+        dist.all_gather_object(collate_rngs, gen.get_state() if isinstance(gen, torch.Generator) else None)
+    if self.rank != 0:
         if self.world > 1: dist.barrier()
-        return folder
+        return None
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    save_model(self.model, str(folder / 'model.safetensors'))   # handles the tied decoder weight
+    if hasattr(getattr(self.model, 'config', None), 'save_pretrained'): self.model.config.save_pretrained(folder)
+    if not weights_only:
+        state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                 'scaler': self.scaler.state_dict(), 'step': self.step, 'epoch': self.epoch,
+                 'step_in_epoch': self.step_in_epoch, 'bad_evals': self.bad_evals,
+                 'rng_cpu': torch.get_rng_state(),
+                 'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 'collate_rng': collate_rngs[0], 'collate_rng_ranks': collate_rngs,
+                 'training_config': json.dumps(asdict(self.cfg), default=str)}
+        torch.save(state, folder / 'trainer_state.pt')
+        (folder / 'history.json').write_text(json.dumps(self.history.to_dict(), indent=1))
+    if self.world > 1: dist.barrier()
+    return folder
 
-    def load_checkpoint(self, folder: str | Path):
-        "Restore what `save_checkpoint` wrote (safetensors and `torch.load(weights_only=True)`: no code is unpickled)."
-        folder = Path(folder)
-        for name in ('model.safetensors', 'trainer_state.pt', 'history.json'):
-            if not (folder / name).is_file(): raise FileNotFoundError(f"checkpoint {folder} has no {name}")
-        self._load_weights(folder / 'model.safetensors')
-        state = torch.load(folder / 'trainer_state.pt', map_location='cpu', weights_only=True)
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.scheduler.load_state_dict(state['scheduler'])
-        self.scaler.load_state_dict(state['scaler'])
-        self.step, self.epoch = state['step'], state['epoch']
-        self.step_in_epoch, self.bad_evals = state['step_in_epoch'], state['bad_evals']
-        torch.set_rng_state(state['rng_cpu'])
-        if state['rng_cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['rng_cuda'])
-        gen = getattr(self.collate_fn, 'generator', None)
-        rngs = state.get('collate_rng_ranks') or [state['collate_rng']]
-        if len(rngs) != self.world and self.rank == 0 and any(r is not None for r in rngs):
-            warnings.warn(f"{folder} was saved by {len(rngs)} processes, resumed by {self.world}: the collator's random "
-                          "state is restored where a process had one, so the masks differ from an uninterrupted run")
-        if self.rank < len(rngs) and rngs[self.rank] is not None and isinstance(gen, torch.Generator): gen.set_state(rngs[self.rank])
-        self.history = History.from_dict(json.loads((folder / 'history.json').read_text()))
+def _load_checkpoint(self: Trainer, folder: str | Path):
+    "Restore what `save_checkpoint` wrote (safetensors and `torch.load(weights_only=True)`: no code is unpickled)."
+    folder = Path(folder)
+    for name in ('model.safetensors', 'trainer_state.pt', 'history.json'):
+        if not (folder / name).is_file(): raise FileNotFoundError(f"checkpoint {folder} has no {name}")
+    self._load_weights(folder / 'model.safetensors')
+    state = torch.load(folder / 'trainer_state.pt', map_location='cpu', weights_only=True)
+    self.optimizer.load_state_dict(state['optimizer'])
+    self.scheduler.load_state_dict(state['scheduler'])
+    self.scaler.load_state_dict(state['scaler'])
+    self.step, self.epoch = state['step'], state['epoch']
+    self.step_in_epoch, self.bad_evals = state['step_in_epoch'], state['bad_evals']
+    torch.set_rng_state(state['rng_cpu'])
+    if state['rng_cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['rng_cuda'])
+    gen = getattr(self.collate_fn, 'generator', None)
+    rngs = state.get('collate_rng_ranks') or [state['collate_rng']]
+    if len(rngs) != self.world and self.rank == 0 and any(r is not None for r in rngs):
+        warnings.warn(f"{folder} was saved by {len(rngs)} processes, resumed by {self.world}: the collator's random "
+                      "state is restored where a process had one, so the masks differ from an uninterrupted run")
+    if self.rank < len(rngs) and rngs[self.rank] is not None and isinstance(gen, torch.Generator): gen.set_state(rngs[self.rank])
+    self.history = History.from_dict(json.loads((folder / 'history.json').read_text()))
+
+def _load_weights(self: Trainer, path: Path):
+    """Load a model.safetensors into the model. `save_model` writes a tied weight once (the MLM decoder shares the word
+    embeddings), so its other names are missing from the file: the model's load hook ties them again, and only
+    keys outside `_tied_weights_keys` count as missing."""
+    try:
+        missing, unexpected = self.model.load_state_dict(load_file(str(path)), strict=False)
+        missing = [k for k in missing if k not in getattr(self.model, '_tied_weights_keys', {})]
+        if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
+
+Trainer.save_checkpoint, Trainer.load_checkpoint, Trainer._load_weights = _save_checkpoint, _load_checkpoint, _load_weights
+
+# %% ../nbs/06_training.ipynb 45
+def _fit(self: Trainer, resume_from: str | Path | None = None) -> History:
+    "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."
+    if resume_from is not None: self.load_checkpoint(resume_from)
+    c = self.cfg
+    bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress or self.rank != 0,
+               desc='train', dynamic_ncols=True)
+    running, n_running, stop = torch.zeros((), device=self.device), 0, False
+    while self.step < self.total_steps and not stop:
+        steps = self._epoch_steps()
+        while self.step_in_epoch < len(steps) and self.step < self.total_steps:
+            running += self._optimizer_step(steps[self.step_in_epoch]); n_running += 1
+            self.step += 1; self.step_in_epoch += 1
+            bar.update(1)
+            if self.step % c.log_every == 0 or self.step == self.total_steps:
+                loss = running.item() / n_running
+                self.history.train.append({'step': self.step, 'epoch': self._epoch_float(), 'loss': loss,
+                                           'lr': self.step_lr})
+                bar.set_postfix(loss=f'{loss:.4f}')
+                running.zero_(); n_running = 0
+            end_of_epoch = self.step_in_epoch == len(steps)
+            due = (self.step % c.eval_every == 0) if c.eval_every else end_of_epoch
+            if due or self.step == self.total_steps: stop = self._evaluate_and_keep_best(bar)
+            if c.output_dir and c.save_every and self.step % c.save_every == 0:
+                self.save_checkpoint(Path(c.output_dir) / f'checkpoint-{self.step}')
+            if stop: break
+        if self.step_in_epoch == len(steps): self.epoch += 1; self.step_in_epoch = 0
+    bar.close()
+    if c.output_dir: self.save_checkpoint(Path(c.output_dir) / 'last')
+    if c.load_best_at_end: self._load_best()
+    return self.history
+
+Trainer.fit = _fit
