@@ -104,3 +104,14 @@ $(CHROMIUM):
 # serve _docs/ on loopback, open it in headless Chromium, check the pages, save screenshots in _docs/_screenshots/
 docs-test: docs $(CHROMIUM)
 	$(PY) tools/check_docs.py --chromium $(CHROMIUM)
+
+# ---- the GPU run (issue 16): on a machine with an NVIDIA GPU, on that machine's python3 and torch ------------------
+# every notebook under nbval with its `#| cuda` cells, pytest tests/, the base model in bf16 autocast with its MFU.
+# `make wheels` (here, where a registry answers) packs the toolchain that machine lacks into .whl/1, .whl/2, ...,
+# each bundle small enough for one device call; tools/gpu_check.sh says how to carry them. GPU_CHECK_ALLOW_CPU=1 dry-runs it.
+.PHONY: test-cuda wheels
+test-cuda:
+	bash tools/gpu_check.sh
+
+wheels: setup
+	$(PY) tools/gpu_wheels.py --data-packages "$(strip $(DATA_PACKAGES))"
