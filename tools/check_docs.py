@@ -7,8 +7,11 @@ Checks (each prints `ok` or `FAIL` with the reason; the script exits 1 if any fa
 - a chapter: the first one with a figure (an <img> in the article; when chapters past the first exist, one of them
   must have a figure) shows its title, the figure (served, a real PNG/SVG/JPEG), a code cell (`div.cell` with
   `highlight-ipython3`) free of nbdev's `#|` directives, and typeset math where it has any;
+- the figures drawn for the book (FIGURE_PAGES: the encoder's diagrams, the masked batch): each page shows at least as
+  many figures as its notebook stores, the named section holds one, every one is served as a real image, and the
+  browser, scrolled to that section, has loaded all of them;
 - search: search.html finds `BertConfig` (the search index loads and answers);
-- screenshots of the landing page and the chapter in _docs/_screenshots/ (1280x2000).
+- screenshots of the landing page, the chapter and each figure page's section in _docs/_screenshots/ (1280x2000).
 
 Chromium runs with no network but loopback (`--host-resolver-rules`), a fresh profile, and a time limit per page.
 Usage: python tools/check_docs.py [--site _docs] [--chromium /usr/bin/chromium]
@@ -23,6 +26,9 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = 'bert_book'
 PAGE_TIMEOUT_S = 60
+# pages whose figures the book draws in code (issue 15), and the heading of a section that must hold one of them
+FIGURE_PAGES = {'04_encoder': 'Embeddings', '03_masking': 'The collator'}
+IMAGE_TYPES = ('image/png', 'image/svg+xml', 'image/jpeg')
 
 
 # -- a tiny DOM: enough to ask for elements by tag and class -------------------------------------------------------
@@ -194,6 +200,18 @@ def hidden_code(name: str) -> list[str]:
     return out
 
 
+def notebook_figures(name: str) -> int:
+    "How many images a chapter's stored outputs hold, in the cells its page shows (not `#| hide`, not `#| output: false`)."
+    nb = json.loads((NBS / f'{name}.ipynb').read_text(encoding='utf-8'))
+    n = 0
+    for cell in nb['cells']:
+        if cell['cell_type'] != 'code': continue
+        directives = {m.group(1).strip() for l in ''.join(cell['source']).splitlines() if (m := re.match(r'^\s*#\|\s*(.+)$', l))}
+        if 'hide' in directives or 'output: false' in directives: continue
+        n += sum(any(t in o.get('data', {}) for t in IMAGE_TYPES) for o in cell.get('outputs', []))
+    return n
+
+
 def article(dom: Node) -> Node | None:
     return dom.find('article', 'bd-article') or dom.find('main')
 
@@ -224,6 +242,28 @@ def figures(page: Node) -> list[Node]:
     return [i for i in (art.find_all('img') if art else []) if not (i.classes & {'logo__image'})]
 
 
+def served_image(base: str, src: str) -> tuple[bool, str]:
+    "Whether the site serves `src` as a real PNG, JPEG or SVG, and its Content-Type (or the error)."
+    try:
+        with urlopen(base + src, timeout=10) as r: head = r.read(16); ctype = r.headers.get('Content-Type', '')
+        return head.startswith(b'\x89PNG') or head.startswith(b'\xff\xd8') or b'<svg' in head or b'<?xml' in head, ctype
+    except OSError as e: return False, str(e)
+
+
+def section_id(node: Node) -> str | None:
+    "The id of the innermost <section> that holds `node`."
+    while node is not None and not (node.tag == 'section' and node.attrs.get('id')): node = node.parent
+    return node.attrs['id'] if node is not None else None
+
+
+def browser_figures(browser, base: str, page: str, element_id: str | None) -> tuple[list[dict], list[dict], str]:
+    "The browser's view of `page` scrolled to `element_id`: every figure it reports, those loaded, and its raw result."
+    result = parse_html(browser.dom(view_url(base, page, element_id))).find('pre')
+    try: seen = json.loads(result.text())['images']
+    except (AttributeError, ValueError, KeyError): seen = []
+    return seen, [i for i in seen if i['complete'] and i['width'] > 0], result.text() if result else 'no result'
+
+
 def check_chapter(browser, base, site, shots, report, mathjax_local: bool):
     chapters = chapter_names()
     chosen, dom = None, None
@@ -244,10 +284,7 @@ def check_chapter(browser, base, site, shots, report, mathjax_local: bool):
     imgs = figures(dom)
     if imgs:
         src = imgs[0].attrs.get('src', '')
-        try:
-            with urlopen(base + src, timeout=10) as r: head = r.read(16); ctype = r.headers.get('Content-Type', '')
-            real = head.startswith(b'\x89PNG') or head.startswith(b'\xff\xd8') or b'<svg' in head or b'<?xml' in head
-        except OSError as e: real, ctype = False, str(e)
+        real, ctype = served_image(base, src)
         report.check(real, f'{chosen}: figure {src} is served ({ctype})')
     cells = [c for c in (art.find_all('div', 'cell') if art else []) if c.find('div', 'highlight-ipython3')]
     code = [c.find('pre').text() for c in cells if c.find('pre')]
@@ -264,18 +301,43 @@ def check_chapter(browser, base, site, shots, report, mathjax_local: bool):
     shot = browser.screenshot(url, shots / f'{chosen}.png')
     report.check(True, f'screenshot {shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot}')
     if imgs:  # the browser's own view of the figure: scrolled to the section that holds it, loaded, screenshot
-        section = imgs[0].parent
-        while section is not None and not (section.tag == 'section' and section.attrs.get('id')): section = section.parent
-        view = view_url(base, f'{chosen}.html', section.attrs['id'] if section is not None else None)
-        result = parse_html(browser.dom(view)).find('pre')
-        try: seen = json.loads(result.text())['images']
-        except (AttributeError, ValueError, KeyError): seen = []
-        shown = [i for i in seen if i['complete'] and i['width'] > 0]
+        where = section_id(imgs[0])
+        seen, shown, raw = browser_figures(browser, base, f'{chosen}.html', where)
         report.check(len(shown) == len(seen) > 0, f'{chosen}: the browser shows {len(shown)} of {len(seen)} figures',
-                     f"not loaded: {[i['src'] for i in seen if i not in shown] or result.text() if result else 'no result'}")
-        fig = browser.screenshot(view, shots / f'{chosen}-figure.png')
+                     f"not loaded: {[i['src'] for i in seen if i not in shown] or raw}")
+        fig = browser.screenshot(view_url(base, f'{chosen}.html', where), shots / f'{chosen}-figure.png')
         report.check(True, f'screenshot {fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig}')
     return shot
+
+
+def heading_text(h: Node) -> str:
+    "A heading's own text, without the theme's anchor link (`#` or `¶`)."
+    return ''.join(p if isinstance(p, str) else ('' if 'headerlink' in p.classes else p.text()) for p in h.text_parts).strip()
+
+
+def check_figures(browser, base, site, shots, report, pages: dict[str, str] = FIGURE_PAGES):
+    "The book's drawn figures on their pages: all there, the named section holds one, served, and loaded by the browser."
+    for name, heading in pages.items():
+        page = site / f'{name}.html'
+        if not report.check(page.is_file(), f'{name}: page built', f'no {page.name} in the site'): continue
+        dom = parse_html(page.read_text(encoding='utf-8'))
+        imgs, want = figures(dom), notebook_figures(name)
+        report.check(len(imgs) >= want > 0, f'{name}: {len(imgs)} figures on the page, {want} stored in the notebook')
+        art = article(dom)
+        sections = [s for s in (art.find_all('section') if art else [])
+                    if (h := next((c for c in s.children if c.tag in ('h1', 'h2', 'h3', 'h4')), None)) is not None
+                    and heading_text(h) == heading]
+        in_section = [i for i in sections[0].find_all('img') if 'logo__image' not in i.classes] if sections else []
+        report.check(bool(in_section), f'{name}: the section {heading!r} shows a figure',
+                     'no such section' if not sections else 'no <img> in it')
+        bad = [(i.attrs.get('src', ''), ctype) for i in imgs for real, ctype in [served_image(base, i.attrs.get('src', ''))] if not real]
+        report.check(bool(imgs) and not bad, f'{name}: all {len(imgs)} figures are served as images', f'{bad[:3]}')
+        where = sections[0].attrs.get('id') if sections else None
+        seen, shown, raw = browser_figures(browser, base, f'{name}.html', where)
+        report.check(len(shown) == len(seen) == len(imgs) > 0, f'{name}: the browser loads {len(shown)} of {len(seen)} figures',
+                     f"not loaded: {[i['src'] for i in seen if i not in shown] or raw}")
+        shot = browser.screenshot(view_url(base, f'{name}.html', where), shots / f'{name}-figures.png')
+        report.check(True, f'screenshot {shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot}')
 
 
 def check_search(browser, base, report, query='BertConfig'):
@@ -307,6 +369,7 @@ def main(argv=None):
         try:
             check_landing(browser, base, site, shots, report)
             check_chapter(browser, base, site, shots, report, mathjax_local)
+            check_figures(browser, base, site, shots, report)
             check_search(browser, base, report)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             report.check(False, 'the browser loads the pages', str(e))
