@@ -445,7 +445,7 @@ def _encoder_of(encoder) -> BertModel:
 def _tagger_config(encoder, config: BertConfig | None, tokenizer, labels: list[str]) -> BertConfig:
     "The tagger's config: `config`, else the encoder's, else the book's compact BERT; with the labels set."
     if config is None and encoder is not None: config = _encoder_of(encoder).config
-    if config is None: config = compact_config(tokenizer.vocab_size)   # the book's default shape (last chapter)
+    if config is None: config = compact_config(tokenizer.vocab_size)   # the book's default shape (the masked-language-modelling chapter)
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"config.vocab_size={config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     id2label = dict(enumerate(labels))
@@ -528,7 +528,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         trainer.scheduler = make_scheduler(trainer.optimizer, trainer.total_steps, warmup, training.schedule)
     return model, trainer.fit()
 
-# %% ../nbs/08_token_classification.ipynb 54
+# %% ../nbs/08_token_classification.ipynb 57
 def split_words(tokenizer,  # a `BertTokenizer`
                 texts: Sequence[str], # raw texts
                ) -> list[tuple[list[list[int]], list[tuple[int, int]]]]:
@@ -548,7 +548,7 @@ def split_words(tokenizer,  # a `BertTokenizer`
         out.append((pieces, spans))
     return out
 
-# %% ../nbs/08_token_classification.ipynb 58
+# %% ../nbs/08_token_classification.ipynb 61
 class NERPipeline:
     "Raw texts in, entities out: `{'text', 'label', 'start', 'end', 'score'}` with character offsets into each text."
     def __init__(self, model,               # a `BertForTokenClassification`; `config.id2label` names its tags
