@@ -20,8 +20,8 @@ from .training import TrainingConfig
 from .serving import Engine, Limits, folder_task, serve
 
 # %% auto 0
-__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_predict',
-           'cmd_serve', 'build_parser', 'main', 'ServeProcess']
+__all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_compress',
+           'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'ServeProcess']
 
 # %% ../nbs/11_cli.ipynb 7
 PROG = 'bert-book'
@@ -168,6 +168,19 @@ def cmd_fit_guard(args) -> int:
                       'train_examples': len(train), 'dev_examples': len(dev)}))
     return 0
 
+def cmd_compress(args) -> int:
+    "Write a smaller copy of a sentence classifier or tagger: the least important attention heads removed (chapter 13)."
+    from bert_book.compression import prune_folder
+    folder = Path(args.model_dir)
+    if not folder.is_dir(): raise UserError(f"{folder}: no such model folder")
+    task = folder_task(folder)
+    if task == 'sequence-classification': dev = _labelled(args.dev, args, '--dev')
+    elif task == 'token-classification': dev = _read_sentences(args.dev, '--dev')
+    else: raise UserError(f"{folder} holds a {task} model; compress takes a sentence classifier or a tagger")
+    report = prune_folder(folder, args.output_dir, args.prune_heads, dev, device=args.device)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}))
+    return 0
+
 def cmd_predict(args) -> int:
     "Print one JSON object per text: its entities (a tagger) or its label and scores (a sentence classifier)."
     texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
@@ -186,7 +199,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch_size=args.max_batch_size,
                     batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching)
     serve(args.model_dir, args.host, args.port, device=args.device, limits=limits, log_level=args.log_level,
-          threads=args.threads)
+          threads=args.threads, quantize=args.quantize)
     return 0
 
 # %% ../nbs/11_cli.ipynb 11
@@ -260,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_fit_guard)
 
+    p = sub.add_parser('compress', help='write a copy of a model folder with its least important attention heads removed', description=cmd_compress.__doc__)
+    p.add_argument('model_dir', metavar='MODEL_DIR', help='a sentence-classifier or tagger folder (read, never changed)')
+    p.add_argument('output_dir', metavar='OUTPUT_DIR', help='the pruned folder to write (new or empty)')
+    p.add_argument('--prune-heads', type=float, required=True, help='the fraction of all attention heads to remove, e.g. 0.3')
+    p.add_argument('--dev', required=True, help='validation examples for head importance: labelled texts (.csv, .tsv, .jsonl) for a classifier, CoNLL for a tagger')
+    p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
+    p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
+    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the file's format (default: from the file name)")
+    p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
+    p.set_defaults(run=cmd_compress)
+
     p = sub.add_parser('predict', help='print the entities or the label of texts as JSON lines', description=cmd_predict.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger or sentence-classifier folder (config.json, weights, tokenizer)')
     p.add_argument('texts', metavar='TEXT', nargs='+', help="texts to tag; '-' reads one text per line from standard input")
@@ -279,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-wait-ms', type=float, default=5.0, help='how long a request waits for others to batch with (default: %(default)s)')
     p.add_argument('--no-batching', action='store_true', help='run each request alone (for comparison)')
     p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
+    p.add_argument('--quantize', default=None, choices=('int8',), help='quantise the float32 weights as they load: int8 on the CPU (chapter 13)')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
     return parser

@@ -56,7 +56,7 @@ def seed_everything(seed: int, # the one seed for Python, NumPy and torch (CPU a
         torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
-# %% ../nbs/00_core.ipynb 12
+# %% ../nbs/00_core.ipynb 13
 ACTIVATIONS = {
     'gelu': F.gelu,                                                # exact (erf) GELU: BERT's
     'gelu_new': lambda x: F.gelu(x, approximate='tanh'),           # tanh approximation (GPT-2)
@@ -71,7 +71,7 @@ def get_activation(name: str):
         raise ValueError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 16
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
                   'max_position_embeddings', 'type_vocab_size', 'num_labels')

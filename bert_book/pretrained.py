@@ -199,7 +199,7 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
     model.loading_info = info
     return model.eval().to(get_device(device))
 
-# %% ../nbs/09_pretrained.ipynb 33
+# %% ../nbs/09_pretrained.ipynb 34
 def _files_written(tokenizer) -> list[str]:
     "The names `save_pretrained` writes."
     return [CONFIG_NAME, WEIGHTS_NAME] + ([TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
@@ -236,7 +236,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if tokenizer is not None: tokenizer.save(folder)
     return folder
 
-# %% ../nbs/09_pretrained.ipynb 40
+# %% ../nbs/09_pretrained.ipynb 41
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:

@@ -110,6 +110,7 @@ class Engine:
                  source: str | None = None,     # where the model came from, for `engine_info` (a name, not a path)
                  weights_sha256: str | None = None,  # the digest of the weights file, for `engine_info`
                  guard=None,                    # a sentence classifier's `bert_book.ood.OODGuard`: `classify` adds OOD scores
+                 quantize: str | None = None,   # how `model` was quantised ('int8'), for `engine_info`
                 ):
         if task not in SERVED_TASKS: raise ValueError(f"task={task!r}: the engine serves {SERVED_TASKS}")
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -117,7 +118,7 @@ class Engine:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size={model.config.vocab_size}")
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
         self.device = next(model.parameters()).device
-        self.batch_size, self.source, self.weights_sha256 = batch_size, source, weights_sha256
+        self.batch_size, self.source, self.weights_sha256, self.quantize = batch_size, source, weights_sha256, quantize
         self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self._lock = threading.Lock()   # one forward pass at a time: the engine may be shared by threads
         self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device, decode=decode) \
@@ -134,23 +135,32 @@ class Engine:
                     device=None,                  # where to run; default `get_device()`
                     task: str | None = None,      # default: `folder_task(folder)`
                     use_guard: bool = True,       # load the folder's OOD guard (ood_guard.safetensors), if it has one
+                    quantize: str | None = None,  # 'int8': quantise the float32 weights as they load (CPU; chapter 13)
                     **kwargs,                     # `batch_size`, `aggregation`
                    ) -> 'Engine':
         "Load a folder's model (for its task), its tokenizer and, for a sentence classifier, its OOD guard, once."
         folder = Path(folder)
         if not folder.is_dir(): raise FileNotFoundError(f"no model folder at {folder}")
+        if quantize is not None:
+            from bert_book.compression import QUANTIZATIONS      # chapter 13
+            if quantize not in QUANTIZATIONS: raise ValueError(f"quantize={quantize!r}; choose one of {QUANTIZATIONS} or None")
+            device = torch.device(device or 'cpu')
+            if device.type != 'cpu': raise ValueError(f"quantize={quantize!r} runs on the CPU (fbgemm int8 kernels), not on {device}")
         task = task or folder_task(folder)
         if task not in SERVED_TASKS:
             raise UnsupportedTask(f"{folder} holds a {task} model; the engine serves {' and '.join(SERVED_TASKS)} models")
         # a tagger folder whose architectures name the CRF tagger is loaded with its CRF (chapter 8b)
         model = load_tagger(folder, device) if task == 'token-classification' else from_pretrained(folder, task, device=device)
+        if quantize is not None:
+            from bert_book.compression import quantize_for_serving
+            model = quantize_for_serving(model, quantize)
         digest = _sha256(find_weights(folder))
         guard = None
         if use_guard and task == 'sequence-classification':
             from bert_book.ood import GUARD_FILE, OODGuard      # chapter 14
             if (folder / GUARD_FILE).exists(): guard = OODGuard.load(folder, weights_sha256=digest)
         return cls(model, BertTokenizer.from_pretrained(folder), task, source=folder.resolve().name,
-                   weights_sha256=digest, guard=guard, **kwargs)
+                   weights_sha256=digest, guard=guard, quantize=quantize, **kwargs)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -166,6 +176,7 @@ class Engine:
     def __repr__(self):
         return (f"Engine(task={self.task!r}, source={self.source!r}, device={self.device.type!r}, "
                 f"max_length={self.max_length}, batch_size={self.batch_size}"
+                + (f", quantize={self.quantize!r}" if self.quantize else '')
                 + (f", guard={self.guard.method!r})" if self.guard is not None else ")"))
 
 # %% ../nbs/10_serving.ipynb 16
@@ -501,6 +512,13 @@ def _validation_message(errors: list[dict]) -> str:
     return 'invalid request: ' + '; '.join(parts)
 
 # %% ../nbs/10_serving.ipynb 45
+def _count_weights(model) -> int:
+    "Parameters plus the packed weights of int8 layers (which are not parameters)."
+    if any(type(m).__module__.startswith('torch.ao.nn.quantized') for m in model.modules()):
+        from bert_book.compression import count_weights     # chapter 13
+        return count_weights(model)
+    return sum(p.numel() for p in model.parameters())
+
 def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."
     c = engine.model.config
@@ -508,7 +526,7 @@ def engine_info(engine: Engine) -> dict:
             'decode': engine._ner.decode if engine._ner is not None else None,
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task in ('token-classification', 'sequence-classification') else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
-            'parameters': sum(p.numel() for p in engine.model.parameters()), 'max_length': engine.max_length,
+            'parameters': _count_weights(engine.model), 'quantize': engine.quantize, 'max_length': engine.max_length,
             'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(),
             'methods': [m.replace('_', '-') for m, t in _METHODS.items() if t == engine.task],
             'ood_guard': None if getattr(engine, 'guard', None) is None else
@@ -659,12 +677,13 @@ def serve(folder: str | Path,           # the model folder
           log_level: str = 'info',
           threads: int | None = None,   # torch's CPU threads; default `default_threads()`. Next to another busy
                                         # process, fewer threads than cores avoids oversubscription (many times slower)
+          quantize: str | None = None,  # 'int8': serve the weights quantised at load time (CPU only; chapter 13)
          ) -> None:
     "Load `folder` and serve it over HTTP until SIGINT or SIGTERM; returns after a graceful shutdown."
     uvicorn = _need('uvicorn')
     if threads is not None and (not isinstance(threads, int) or threads < 1): raise ValueError(f"threads must be a positive int, got {threads!r}")
     torch.set_num_threads(threads or default_threads())
-    engine = Engine.from_folder(folder, device=device)
+    engine = Engine.from_folder(folder, device=device, quantize=quantize)
     app = create_app(engine, limits)
     _logger.info('serving %r with %d threads', engine, torch.get_num_threads())
     _server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level, http=_http_protocol())).run()
