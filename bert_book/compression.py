@@ -185,7 +185,7 @@ def quantization_sensitivity(model: nn.Module,                         # the flo
 
 @torch.inference_mode()
 def input_ranges(model: nn.Module, names: Sequence[str], batches: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    "Per named Linear layer: the largest |input| of each input channel over the batches (real tokens only)."
+    "Per named Linear layer: the largest magnitude of each input channel over the batches (real tokens only)."
     modules, ranges, current = dict(model.named_modules()), {}, {}
     def hook(name):
         def record(module, args):
@@ -209,7 +209,7 @@ def smooth_linears(model: nn.Module,                         # float32
                    alpha: float = 0.5,                       # how much of the range moves from activations to weights
                   ) -> nn.Module:
     """A copy of `model` where each named Linear `y = W x` becomes `y = (W·diag(s)) (x / s)` with, per input channel j,
-    s_j = max|x_j|^α / max|W_:j|^(1−α) (SmoothQuant): the same function in float32, but the activations' outlier
+    s_j = max(abs(x_j))^α / max(abs(W_:j))^(1−α) (SmoothQuant): the same function in float32, but the activations' outlier
     channels are tamed before int8 sees them."""
     if not 0.0 <= alpha <= 1.0: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     linears = encoder_linears(model)
@@ -242,7 +242,7 @@ def quantize_for_serving(model: nn.Module, scheme: str = 'int8') -> nn.Module:
 def head_importance(model: nn.Module,          # a model with a head, whose forward takes `labels` and returns `.loss`
                     batches: Sequence[dict],   # collated labelled batches (e.g. the validation set)
                    ) -> Tensor:
-    """Michel et al. (2019): a gate ξ_h = 1 on every head's output; |∂loss/∂ξ_h| accumulated over the batches.
+    """Michel et al. (2019): a gate ξ_h = 1 on every head's output; abs(∂loss/∂ξ_h) accumulated over the batches.
     Returns (layers, heads) in the unpruned model's head ids (heads already removed: NaN), each layer's row scaled to
     unit L2 norm as in the paper's code. The weights are not changed."""
     bert = _encoder_of(model)
