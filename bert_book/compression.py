@@ -232,11 +232,9 @@ QUANTIZATIONS = ('int8',)    # what `Engine.from_folder(quantize=...)` and `bert
 
 def quantize_for_serving(model: nn.Module, scheme: str = 'int8') -> nn.Module:
     """The service's int8 recipe (measured in chapter 13): per-channel int8 weights with dynamic int8 activations in
-    every encoder Linear layer except the feed-forward output projections, whose inputs have outlier channels and
-    stay in float32. Needs no calibration data; returns a quantised copy on the CPU."""
+    every encoder Linear layer. Needs no calibration data; returns a quantised copy on the CPU."""
     if scheme not in QUANTIZATIONS: raise ValueError(f"quantize={scheme!r}; choose one of {QUANTIZATIONS}")
-    ffn_out = [n for n, (_, kind) in encoder_linears(model).items() if kind == 'ffn out']
-    return quantize_int8(model, keep_float=ffn_out, per_channel=True)
+    return quantize_int8(model, per_channel=True)
 
 # %% ../nbs/13_compression.ipynb 29
 def head_importance(model: nn.Module,          # a model with a head, whose forward takes `labels` and returns `.loss`
@@ -354,7 +352,7 @@ def sparsity(model: nn.Module) -> float:
 def shrink_layers(model: nn.Module,          # the teacher: a bert_book model with any head
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
-    "A student of the same class with only the chosen layers, every weight copied from the teacher (a fresh model)."
+    "A student of the same class with only the chosen layers, every weight copied from the teacher (a new model, in the teacher's mode)."
     bert = _encoder_of(model)
     L = len(bert.encoder.layer)
     layers = [int(i) for i in layers]
@@ -373,7 +371,7 @@ def shrink_layers(model: nn.Module,          # the teacher: a bert_book model wi
             i, rest = k[len(layer_key):].split('.', 1)
             if int(i) in layers: state[f'{layer_key}{layers.index(int(i))}.{rest}'] = v
     student.load_state_dict(state)
-    return student.to(next(model.parameters()).device)
+    return student.to(next(model.parameters()).device).train(model.training)   # in the teacher's mode (eval: no dropout)
 
 def distillation_loss(student_logits: Tensor,   # (B, C) or (B, T, C)
                       teacher_logits: Tensor,   # the same shape
@@ -456,7 +454,7 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
     history = trainer.fit()
     return student.eval(), history
 
-# %% ../nbs/13_compression.ipynb 58
+# %% ../nbs/13_compression.ipynb 59
 def _labelled_batches(model, tokenizer, examples: Sequence, batch_size: int = 32) -> list[dict]:
     "Collated labelled batches of a classifier's texts (LabelledText) or a tagger's sentences (TaggedSentence)."
     from bert_book.classification import encode_texts, ClassificationCollator

@@ -5,6 +5,7 @@ import copy, json, shutil
 import httpx
 import pytest
 import torch
+import transformers
 
 from bert_book.cli import main, ServeProcess
 from bert_book.compression import (quantize_int8, quantize_for_serving, encoder_linears, count_weights, file_size_mb,
@@ -145,7 +146,7 @@ def test_shrink_layers_and_distillation_loss():
 
 @pytest.fixture(scope='module')
 def classifier_folder(tiny_folders, tmp_path_factory):
-    "The tiny classifier, trained for a few steps so that its labels are not all one."
+    "A copy of the tiny classifier folder, for the tests that serve or compress it."
     folder = tmp_path_factory.mktemp('cls') / 'classifier'
     shutil.copytree(tiny_folders['classifier'], folder)
     return folder
@@ -198,3 +199,15 @@ def test_compress_command(classifier_folder, tmp_path, capsys):
     assert Engine.from_folder(out, device='cpu').classify(['Fine.'])[0]['label'] in ('negative', 'positive')
     assert main(['compress', str(classifier_folder), str(out), '--prune-heads', '0.5', '--dev', str(dev)]) != 0   # never overwrites
     assert 'exists' in capsys.readouterr().err
+
+
+def test_distilled_student_loads_in_transformers(tmp_path, tiny_folders):
+    "A student is an ordinary BERT with fewer layers: transformers loads its folder and gives the same logits."
+    teacher = from_pretrained(tiny_folders['classifier'], 'sequence-classification', device='cpu')
+    student = shrink_layers(prune_heads(copy.deepcopy(teacher), {}), [0])
+    tok = BertTokenizer.from_pretrained(tiny_folders['classifier'])
+    save_pretrained(student, tok, tmp_path / 's')
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / 's').eval()
+    enc = tok(TEXTS[:4], padding=True, return_tensors='pt')
+    with torch.no_grad():
+        torch.testing.assert_close(hf(**enc).logits, student(enc['input_ids'], attention_mask=enc['attention_mask']).logits, rtol=1e-4, atol=1e-5)
