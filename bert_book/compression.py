@@ -211,7 +211,7 @@ def smooth_linears(model: nn.Module,                         # float32
                    alpha: float = 0.5,                       # how much of the range moves from activations to weights
                   ) -> nn.Module:
     """A copy of `model` where each named Linear `y = W x` becomes `y = (W·diag(s)) (x / s)` with, per input channel j,
-    s_j = max(abs(x_j))^α / max(abs(W_:j))^(1−α) (SmoothQuant): the same function in float32, but the activations' outlier
+    s_j = max(abs(x[:, j]))^α / max(abs(W[:, j]))^(1−α) (SmoothQuant): the same function in float32, but the activations' outlier
     channels are tamed before int8 sees them."""
     if not 0.0 <= alpha <= 1.0: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     linears = encoder_linears(model)
