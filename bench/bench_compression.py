@@ -11,7 +11,6 @@ ranks lowest on a few labelled batches (any choice of the same count costs the s
 """
 from __future__ import annotations
 import argparse, copy, platform, sys
-from dataclasses import replace
 
 import torch
 
@@ -30,7 +29,6 @@ def main(argv=None) -> int:
     from bert_book.classification import new_classifier
     from bert_book.datasets import rotten_tomatoes, wnut16
     from bert_book.pretrained import from_pretrained
-    from bert_book.heads import BertForTokenClassification
     from bert_book.token_classification import label_list_for
     from bert_book.tokenizer import BertTokenizer
 
@@ -42,11 +40,9 @@ def main(argv=None) -> int:
     tweets = [' '.join(x.tokens) for x in wnut16('test')][:n]
     classifier = new_classifier(['negative', 'positive'], minilm).eval()
     tags = label_list_for(wnut16('train'))
-    base = from_pretrained(minilm, device='cpu')
-    tagger = BertForTokenClassification(replace(base.config, num_labels=len(tags), id2label=dict(enumerate(tags)),
-                                                label2id={t: i for i, t in enumerate(tags)}, extra=dict(base.config.extra)))
-    tagger.bert.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith('pooler.')})
-    tagger.eval()
+    id2label = dict(enumerate(tags))
+    tagger = from_pretrained(minilm, 'token-classification', device='cpu', num_labels=len(tags), id2label=id2label,
+                             label2id={t: i for i, t in id2label.items()}).eval()
     print(f'torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; '
           f'{len(reviews)} review snippets, {len(tweets)} tweets, {rounds} round(s), median kept')
     for title, model, texts, max_length in (('sentence classifier (reviews)', classifier, reviews, 64),

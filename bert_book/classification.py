@@ -19,7 +19,7 @@ from .datasets import LabelledText
 from .heads import BertForSequenceClassification
 from .mlm import compact_config
 from .pretrained import from_pretrained, load_config
-from .token_classification import _encoder_of   # the BertModel inside an encoder
+from .token_classification import _encoder_of, length_sorted_chunks, pad_ids   # chapter 8
 from .training import Trainer, TrainingConfig, History
 
 # %% auto 0
@@ -154,11 +154,8 @@ class ClassificationCollator:
     "Pad a list of encoded examples to the longest: input_ids, attention_mask and one label per example."
     def __init__(self, pad_token_id: int): self.pad_token_id = pad_token_id
     def __call__(self, items: list[dict]) -> dict:
-        T = max(len(x['input_ids']) for x in items)
-        ids = torch.full((len(items), T), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(items), T, dtype=torch.long)
-        for i, x in enumerate(items):
-            ids[i, :len(x['input_ids'])] = torch.tensor(x['input_ids']); mask[i, :len(x['input_ids'])] = 1
+        if not items: raise ValueError("cannot collate an empty list of examples")
+        ids, mask = pad_ids([x['input_ids'] for x in items], self.pad_token_id)   # chapter 8
         return {'input_ids': ids, 'attention_mask': mask, 'labels': torch.tensor([x['labels'] for x in items])}
 
 # %% ../nbs/12_classification.ipynb 25
@@ -176,13 +173,10 @@ def predict_logits(model,                     # a `BertForSequenceClassification
     device, was_training = next(model.parameters()).device, model.training
     model.eval()
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = torch.empty(len(ids), model.config.num_labels)
-    collate = ClassificationCollator(tokenizer.pad_token_id)
-    for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
-        batch = collate([{'input_ids': ids[i], 'labels': 0} for i in chunk])
-        out[chunk] = model(batch['input_ids'].to(device), attention_mask=batch['attention_mask'].to(device)).logits.float().cpu()
+    for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
+        x, mask = pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id)
+        out[chunk] = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
     model.train(was_training)
     return out
 

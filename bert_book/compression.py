@@ -18,14 +18,15 @@ from .core import BertConfig
 from .encoder import BertModel
 from .heads import IGNORE_INDEX, BertHeadOutput
 from .training import Trainer, TrainingConfig, History
+from .token_classification import length_sorted_chunks, pad_ids
 
 # %% auto 0
 __all__ = ['LINEAR_KINDS', 'QUANTIZATIONS', 'length_sorted_batches', 'real_tokens', 'batch_logits', 'tokens_per_second',
            'file_size_mb', 'count_weights', 'encoder_linears', 'ScaledInput', 'quantize_int8', 'relative_error',
            'hidden_states', 'label_agreement', 'quantization_sensitivity', 'input_ranges', 'smooth_linears',
-           'quantize_for_serving', 'head_importance', 'heads_to_prune', 'prune_heads', 'magnitude_prune', 'sparsity',
-           'shrink_layers', 'distillation_loss', 'DistillationStudent', 'DistillationCollator', 'add_teacher_logits',
-           'distill', 'prune_folder']
+           'quantize_for_serving', 'head_importance', 'heads_to_prune', 'labelled_batches', 'prune_heads',
+           'magnitude_prune', 'sparsity', 'shrink_layers', 'distillation_loss', 'DistillationStudent',
+           'DistillationCollator', 'add_teacher_logits', 'distill', 'prune_folder']
 
 # %% ../nbs/13_compression.ipynb 9
 def _encoder_of(model: nn.Module) -> BertModel:
@@ -43,15 +44,7 @@ def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
     if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
     if not texts: raise ValueError("no texts to batch")
     ids = [s if len(s) <= max_length else s[:max_length - 1] + [tokenizer.sep_token_id] for s in tokenizer(list(texts))['input_ids']]
-    ids.sort(key=len)
-    out = []
-    for k in range(0, len(ids), batch_size):
-        chunk = ids[k:k + batch_size]
-        x = torch.full((len(chunk), len(chunk[-1])), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for i, s in enumerate(chunk): x[i, :len(s)] = torch.tensor(s); mask[i, :len(s)] = 1
-        out.append((x, mask))
-    return out
+    return [pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id) for chunk in length_sorted_chunks([len(s) for s in ids], batch_size)]
 
 def real_tokens(batches: Sequence[tuple[Tensor, Tensor]]) -> int:
     "How many tokens of the batches are not padding."
@@ -288,6 +281,22 @@ def heads_to_prune(importance: Tensor,  # (layers, heads) from `head_importance`
     for _, i, h in candidates[:max(0, target)]: gone[i].append(h)
     return {i: sorted(hs) for i, hs in gone.items() if hs}
 
+def labelled_batches(model,                       # a sentence classifier or a tagger
+                     tokenizer,                   # its `BertTokenizer`
+                     examples: Sequence,          # LabelledText for a classifier, TaggedSentence for a tagger
+                     batch_size: int = 32,        # examples per batch
+                     max_length: int | None = None, # tokens per example; default: the tokenizer's and the model's limit
+                    ) -> list[dict]:
+    "Collated labelled batches of a classifier's texts or a tagger's sentences, sorted by length: what `head_importance` reads."
+    from bert_book.classification import encode_texts, ClassificationCollator
+    from bert_book.token_classification import encode_ner, NERCollator
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    limit = limit if max_length is None else min(max_length, limit)
+    if type(model).__name__.endswith('SequenceClassification'):
+        data, collate = encode_texts(examples, tokenizer, model.config.label2id, limit, 'dev example'), ClassificationCollator(tokenizer.pad_token_id)
+    else: data, collate = encode_ner(examples, tokenizer, model.config.label2id, max_length=limit, what='dev sentence'), NERCollator(tokenizer.pad_token_id)
+    return [collate([data[i] for i in chunk]) for chunk in length_sorted_chunks([len(x['input_ids']) for x in data], batch_size)]
+
 # %% ../nbs/13_compression.ipynb 31
 def _slice_linear(lin: nn.Linear, rows: Tensor | None = None, cols: Tensor | None = None) -> nn.Linear:
     "A new Linear holding the chosen output rows and/or input columns of `lin`."
@@ -431,9 +440,7 @@ def add_teacher_logits(teacher: nn.Module,        # the fine-tuned teacher
     teacher.eval()
     device = next(teacher.parameters()).device
     items = [dict(dataset[i]) for i in range(len(dataset))]
-    order = sorted(range(len(items)), key=lambda i: len(items[i]['input_ids']))
-    for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
+    for chunk in length_sorted_chunks([len(x['input_ids']) for x in items], batch_size):
         batch = collate([items[i] for i in chunk])
         logits = teacher(batch['input_ids'].to(device), attention_mask=batch['attention_mask'].to(device)).logits.float().cpu()
         for j, i in enumerate(chunk):
@@ -457,17 +464,6 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
     return student.eval(), history
 
 # %% ../nbs/13_compression.ipynb 60
-def _labelled_batches(model, tokenizer, examples: Sequence, batch_size: int = 32) -> list[dict]:
-    "Collated labelled batches of a classifier's texts (LabelledText) or a tagger's sentences (TaggedSentence)."
-    from bert_book.classification import encode_texts, ClassificationCollator
-    from bert_book.token_classification import encode_ner, NERCollator
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    if type(model).__name__.endswith('SequenceClassification'):
-        data, collate = encode_texts(examples, tokenizer, model.config.label2id, limit, 'dev example'), ClassificationCollator(tokenizer.pad_token_id)
-    else: data, collate = encode_ner(examples, tokenizer, model.config.label2id, max_length=limit, what='dev sentence'), NERCollator(tokenizer.pad_token_id)
-    order = sorted(range(len(data)), key=lambda i: len(data[i]['input_ids']))
-    return [collate([data[i] for i in order[k:k + batch_size]]) for k in range(0, len(order), batch_size)]
-
 def _dev_score(model, tokenizer, examples) -> tuple[str, float]:
     if type(model).__name__.endswith('SequenceClassification'):
         from bert_book.classification import evaluate_classifier
@@ -499,7 +495,7 @@ def prune_folder(source,                    # a sentence-classifier or tagger fo
     tokenizer = BertTokenizer.from_pretrained(source)
     metric, before = _dev_score(model, tokenizer, dev)
     weights_before = count_weights(model)
-    heads = heads_to_prune(head_importance(model, _labelled_batches(model, tokenizer, dev)), fraction)
+    heads = heads_to_prune(head_importance(model, labelled_batches(model, tokenizer, dev)), fraction)
     prune_heads(model, heads)
     _, after = _dev_score(model, tokenizer, dev)
     save_pretrained(model, tokenizer, target)

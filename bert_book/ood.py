@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .datasets import LabelledText, installed_file
 from .classification import truncate_ids
+from .token_classification import length_sorted_chunks, pad_ids
 
 # %% auto 0
 __all__ = ['POOLINGS', 'GUARD_FILE', 'GUARD_METHODS', 'guardian_headlines', 'first_sentence', 'bbc_news', 'TextOutputs',
@@ -119,16 +120,11 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     device, was_training = next(model.parameters()).device, model.training
     head = hasattr(model, 'classifier')
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
-    order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
     logits, feats = [None] * len(ids), [None] * len(ids)
     model.eval()
     try:
-        for i in range(0, len(order), batch_size):
-            chunk = order[i:i + batch_size]
-            T = max(len(ids[k]) for k in chunk)
-            x = torch.full((len(chunk), T), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for j, k in enumerate(chunk): x[j, :len(ids[k])] = torch.tensor(ids[k]); mask[j, :len(ids[k])] = 1
+        for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
+            x, mask = pad_ids([ids[k] for k in chunk], tokenizer.pad_token_id)
             x, mask = x.to(device), mask.to(device)
             if head: lg, f = (t.float().cpu() for t in classifier_forward(model, x, mask, pooling))
             else: lg, f = None, sentence_features(model(x, mask), mask, pooling).float().cpu()

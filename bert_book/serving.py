@@ -20,7 +20,7 @@ from torch import Tensor
 from .core import BertConfig, get_device
 from .pretrained import from_pretrained, load_config, find_weights, load_state_dict
 from .tokenizer import BertTokenizer
-from .token_classification import NERPipeline
+from .token_classification import NERPipeline, length_sorted_chunks, pad_ids
 from .crf import DECODES, load_tagger
 from .data import split_tag
 
@@ -189,15 +189,9 @@ def _forward_sorted(self: Engine,
     "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits, or (logits, features) with `pooling`) in float32 on the CPU; batched by length, padded per batch, order restored."
     if pooling is not None: from bert_book.ood import classifier_forward     # chapter 14
     out = [None] * len(sequences)
-    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
     with self._lock:
-        for i in range(0, len(order), self.batch_size):
-            chunk = order[i:i + self.batch_size]
-            T = max(len(sequences[k]) for k in chunk)
-            ids = torch.full((len(chunk), T), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for j, k in enumerate(chunk):
-                ids[j, :len(sequences[k])] = torch.tensor(sequences[k]); mask[j, :len(sequences[k])] = 1
+        for chunk in length_sorted_chunks([len(s) for s in sequences], self.batch_size):
+            ids, mask = pad_ids([sequences[k] for k in chunk], self.tokenizer.pad_token_id)
             if pooling is not None:                                    # the OOD guard's features, from the same pass
                 logits, feats = classifier_forward(self.model, ids.to(self.device), mask.to(self.device), pooling)
                 for j, k in enumerate(chunk): out[k] = (logits[j].float().cpu(), feats[j].float().cpu())
@@ -513,11 +507,9 @@ def _validation_message(errors: list[dict]) -> str:
 
 # %% ../nbs/10_serving.ipynb 45
 def _count_weights(model) -> int:
-    "Parameters plus the packed weights of int8 layers (which are not parameters)."
-    if any(type(m).__module__.startswith('torch.ao.nn.quantized') for m in model.modules()):
-        from bert_book.compression import count_weights     # chapter 13
-        return count_weights(model)
-    return sum(p.numel() for p in model.parameters())
+    "Parameters plus the packed weights of int8 layers (which are not parameters): chapter 13's `count_weights`."
+    from bert_book.compression import count_weights     # imported here: chapter 13 builds on this one
+    return count_weights(model)
 
 def engine_info(engine: Engine) -> dict:
     "What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length."

@@ -24,9 +24,9 @@ from .crf import DECODES, BertCRFForTokenClassification, constrained_decode, crf
 # %% auto 0
 __all__ = ['AGGREGATIONS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels', 'word_tags_from_labels',
            'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'check_aggregation',
-           'aggregate_pieces', 'check_window', 'plan_windows', 'window_settings', 'predict_word_probs',
-           'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss',
-           'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
+           'aggregate_pieces', 'check_window', 'plan_windows', 'length_sorted_chunks', 'pad_ids', 'window_settings',
+           'predict_word_probs', 'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner',
+           'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -258,7 +258,28 @@ def plan_windows(n_pieces: Sequence[int], # how many sub-words each word has
         while start - 1 > windows[-1][0] and shared + sizes[start - 1] <= room: start, shared = start - 1, shared + sizes[start - 1]
     return windows
 
-# %% ../nbs/08_token_classification.ipynb 33
+# %% ../nbs/08_token_classification.ipynb 34
+def length_sorted_chunks(lengths: Sequence[int], # one length per item
+                         batch_size: int,         # items per batch
+                        ) -> list[list[int]]:
+    "The items' indices cut into batches of similar length, shortest first, so that padding each batch to its own longest wastes little."
+    if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+def pad_ids(sequences: Sequence[Sequence[int]], # token ids, one list per item of the batch
+            pad_token_id: int,                   # the tokenizer's [PAD] id
+           ) -> tuple[Tensor, Tensor]:
+    "(input_ids, attention_mask), both (B, T) with T the longest: ids padded with `pad_token_id`, the mask 1 on tokens, 0 on padding."
+    if not len(sequences): raise ValueError("cannot pad an empty list of sequences")
+    lengths = torch.tensor([len(s) for s in sequences])
+    mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()
+    ids = torch.full(mask.shape, pad_token_id, dtype=torch.long)
+    ids[mask.bool()] = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
+    return ids, mask
+
+
+# %% ../nbs/08_token_classification.ipynb 36
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
     "`max_length` (default: the smaller of the tokenizer's and the model's limits) and `overlap` (default: a quarter), checked."
     limit = model.config.max_position_embeddings
@@ -271,13 +292,8 @@ def window_settings(model, tokenizer, max_length: int | None = None, overlap: in
 def _forward_windows(model, windows: list[list[int]], pad_token_id: int, batch_size: int) -> list[Tensor]:
     "Tag probabilities (T, num_labels) of each window of ids, on the CPU; batches sorted by length and padded per batch."
     device, out = next(model.parameters()).device, [None] * len(windows)
-    order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
-    for i in range(0, len(order), batch_size):
-        chunk = order[i:i + batch_size]
-        T = max(len(windows[k]) for k in chunk)
-        ids = torch.full((len(chunk), T), pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(chunk), T, dtype=torch.long)
-        for j, k in enumerate(chunk): ids[j, :len(windows[k])] = torch.tensor(windows[k]); mask[j, :len(windows[k])] = 1
+    for chunk in length_sorted_chunks([len(w) for w in windows], batch_size):
+        ids, mask = pad_ids([windows[k] for k in chunk], pad_token_id)
         probs = model(ids.to(device), attention_mask=mask.to(device)).logits.float().softmax(-1).cpu()  # (B, T, C)
         for j, k in enumerate(chunk): out[k] = probs[j, :len(windows[k])]
     return out
@@ -316,7 +332,7 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
     return [torch.stack([aggregate_pieces(probs[k][pos:pos + n], aggregation) for _, k, pos, n in words])
             if words else torch.empty(0, C) for words in best]
 
-# %% ../nbs/08_token_classification.ipynb 36
+# %% ../nbs/08_token_classification.ipynb 39
 def resolve_decode(model,                    # the tagger
                    decode: str | None = None, # 'argmax', 'constrained', 'crf', or None: the model's own
                    aggregation: str = 'first', # how words get their scores from sub-words
@@ -396,7 +412,7 @@ def evaluate_ner(model, tokenizer,
                report=report, predictions=pred)
     return out
 
-# %% ../nbs/08_token_classification.ipynb 39
+# %% ../nbs/08_token_classification.ipynb 42
 def balanced_class_weights(dataset: NERDataset, # encoded training examples
                            num_labels: int,     # how many labels the model has
                           ) -> Tensor:
@@ -434,7 +450,7 @@ def ner_loss(class_weights: Tensor | None = None, # (C,) weights, or None
     return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                                   weight=class_weights.to(logits.device), ignore_index=IGNORE_INDEX)
 
-# %% ../nbs/08_token_classification.ipynb 42
+# %% ../nbs/08_token_classification.ipynb 45
 def _encoder_of(encoder) -> BertModel:
     "The `BertModel` inside `encoder` (itself, or its `.bert`)."
     bert = encoder if isinstance(encoder, BertModel) else getattr(encoder, 'bert', None)
@@ -513,8 +529,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
         if class_weights.shape != (len(labels),): raise ValueError(f"class_weights has shape {tuple(class_weights.shape)}, expected ({len(labels)},): one per label {labels}")
     collate = NERCollator(tokenizer.pad_token_id)
-    order = sorted(range(len(dev_set)), key=lambda i: dev_set.lengths[i])
-    dev_batches = [collate([dev_set[i] for i in order[k:k + 64]]) for k in range(0, len(order), 64)]
+    dev_batches = [collate([dev_set[i] for i in chunk]) for chunk in length_sorted_chunks(dev_set.lengths, 64)]
 
     def evaluate(m) -> dict:
         scores = evaluate_ner(m, tokenizer, dev, aggregation=aggregation, scheme=scheme, mode=mode, decode=decode)
@@ -528,7 +543,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         trainer.scheduler = make_scheduler(trainer.optimizer, trainer.total_steps, warmup, training.schedule)
     return model, trainer.fit()
 
-# %% ../nbs/08_token_classification.ipynb 57
+# %% ../nbs/08_token_classification.ipynb 60
 def split_words(tokenizer,  # a `BertTokenizer`
                 texts: Sequence[str], # raw texts
                ) -> list[tuple[list[list[int]], list[tuple[int, int]]]]:
@@ -548,7 +563,7 @@ def split_words(tokenizer,  # a `BertTokenizer`
         out.append((pieces, spans))
     return out
 
-# %% ../nbs/08_token_classification.ipynb 61
+# %% ../nbs/08_token_classification.ipynb 64
 class NERPipeline:
     "Raw texts in, entities out: `{'text', 'label', 'start', 'end', 'score'}` with character offsets into each text."
     def __init__(self, model,               # a `BertForTokenClassification`; `config.id2label` names its tags
