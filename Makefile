@@ -12,7 +12,8 @@ NBVAL_FLAGS ?= --nbval-lax --nbval-current-env -p no:cacheprovider --durations=1
 # two pytest workers, one file each at a time (a notebook's cells stay in order in one kernel), one torch thread each:
 # measured on 2 cores, notebooks 441 s -> 291 s and tests/ 216 s -> 150 s against one worker with two threads
 TEST_WORKERS ?= 2
-PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+# the files go out longest first (conftest.py's LONGEST_FIRST), not by how many tests each has (xdist's default)
+PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 export MPLBACKEND := Agg
 
 .PHONY: setup demo test export-check test-nbs test-py test-slow bench readme clean help

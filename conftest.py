@@ -1,6 +1,7 @@
 """Test-wide hooks. nbval knows nothing of nbdev's cell flags, so `#| cuda` and `#| slow` cells are skipped here:
 cuda cells where no GPU is present, slow cells unless RUN_SLOW=1 (or --run-slow) asks for them."""
 import os, re
+from pathlib import Path
 import pytest
 
 FLAG = re.compile(r'^#\|\s*(.*)$')
@@ -31,7 +32,20 @@ def pytest_configure(config):
         import torch
         torch.set_num_threads(1)
 
+# The files that take longest under test, longest first (per-file sums of `--durations=0` under test). `make test` runs
+# `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each worker takes the next file in this order when it is nearly
+# done with its last, so the long ones start early and the short ones fill the gaps at the end, instead of one worker
+# running a long notebook alone while the other has finished. A file not named keeps its place after these.
+LONGEST_FIRST = ('12_classification', '09_pretrained', '13_compression', '14_ood', '10_serving', '06a_mlm', '08b_real_ner',
+                 '11_cli', '06_training', '08_token_classification', '20_demo',
+                 'test_serving', 'test_training', 'test_compression', 'test_ood', 'test_classification', 'test_soak', 'test_demo')
+
+def _file_rank(item) -> int:
+    stem = Path(str(item.fspath)).stem
+    return LONGEST_FIRST.index(stem) if stem in LONGEST_FIRST else len(LONGEST_FIRST)
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_file_rank)   # stable: the cells of a notebook, and the tests of a file, keep their order
     run_slow = config.getoption('--run-slow') or os.environ.get('RUN_SLOW') == '1'
     cuda = _has_cuda()
     for item in items:
