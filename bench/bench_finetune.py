@@ -20,11 +20,13 @@ Timed: the whole call, from tokenizing the data and loading the pretrained weigh
 evaluations included, the test evaluation not); per epoch: the time between the ends of consecutive dev evaluations
 (the first from the start of the training loop). Quality: test entity F1 (seqeval's default mode, `ner_scores`;
 words tagged from their first sub-word on both sides) and test accuracy; the script fails if the two sides differ by
-more than `--tolerance` (or a side is no better than a floor). Rows run one after the other, the order rotating each
+more than `--tolerance` (or a side is no better than a floor). `--quick` uses a higher learning rate (5e-4 for NER,
+2e-4 for sentiment, both sides) so that its ~20 steps learn something, and skips the group_by_length rows. Rows run one after the other, the order rotating each
 round; with `--rounds` > 1 the median time is kept.
 
-    python bench/bench_finetune.py                         # full: NER 1,000 sentences × 3 epochs, sentiment 1,000 × 2
-    python bench/bench_finetune.py --quick --threads 1     # a smoke run (about a minute)
+    python bench/bench_finetune.py                         # full: NER 1,000 sentences × 2 epochs, sentiment 400 × 2
+    python bench/bench_finetune.py --quick --threads 1     # a smoke run: 300 / 200 examples, 1 epoch, no grouped rows (~1.5 min)
+    python bench/bench_finetune.py --tasks ner --train 1000 --epochs 3   # the converged comparison (test F1 ≈ 0.90)
     python bench/bench_finetune.py --tasks ner --rounds 3  # NER only, median of 3
     python bench/bench_finetune.py --device cuda
 """
@@ -38,10 +40,10 @@ import _e2e  # noqa: E402
 
 BATCH, LR, WEIGHT_DECAY, WARMUP_RATIO, ADAM_EPS, MAX_GRAD_NORM, SEED = 16, 5e-5, 0.01, 0.06, 1e-6, 1.0, 0
 SIZES = {  # task: (train, dev, test, epochs, lr) full / quick (a higher rate, so that ~20 steps learn something)
-    'ner': ((1000, 300, 300, 2, LR), (300, 100, 300, 1, 5e-4)),
-    'sentiment': ((500, 300, 600, 2, LR), (200, 100, 300, 1, 2e-4)),
+    'ner': ((1000, 300, 300, 2, LR), (300, 100, 200, 1, 5e-4)),
+    'sentiment': ((400, 300, 600, 2, LR), (200, 100, 200, 1, 2e-4)),
 }
-FLOORS = {'ner': (0.9, 0.3), 'sentiment': (0.7, 0.55)}  # full / quick: a side below this did not learn (a broken comparison)
+FLOORS = {'ner': (0.5, 0.3), 'sentiment': (0.65, 0.55)}  # full / quick: a side below this did not learn (a broken comparison)
 
 
 def warmup_steps(n_train: int, epochs: int) -> int:
@@ -290,11 +292,11 @@ def main(argv=None) -> int:
     p.add_argument('--rows', choices=('all', 'default'), default=None,
                    help="'all', or 'default' to skip the group_by_length rows (default: all; --quick: default)")
     p.add_argument('--tolerance', type=float, default=None,
-                   help='largest allowed difference of test F1 / accuracy between rows (default 0.03, --quick 0.2)')
+                   help='largest allowed difference of test F1 / accuracy between rows (default 0.08, --quick 0.2)')
     a = p.parse_args(argv)
     _e2e.setup(a.threads)
     folder = _e2e.minilm_folder()
-    tolerance = a.tolerance if a.tolerance is not None else (0.2 if a.quick else 0.03)
+    tolerance = a.tolerance if a.tolerance is not None else (0.2 if a.quick else 0.08)
     print(f'# fine-tuning all-MiniLM-L6-v2 end to end: bert_book vs transformers\' Trainer; {_e2e.machine_line(_e2e.torch.device(a.device), a.threads)}')
     ok = True
     for task in a.tasks.split(','):
