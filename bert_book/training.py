@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from .core import get_device
 
 # %% auto 0
-__all__ = ['SCHEDULES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler', 'batch_schedule',
-           'dist_info', 'init_distributed', 'to_device', 'History', 'evaluate_batches', 'Trainer']
+__all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
+           'batch_schedule', 'dist_info', 'init_distributed', 'to_device', 'History', 'evaluate_batches', 'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
 SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
@@ -80,13 +80,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (decay if p.ndim >= 2 else no_decay).append(p)
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
 
+FUSED_ADAMW_DEVICES = ('cpu', 'cuda')   # where torch has a fused AdamW kernel that the book has measured
+
 def make_optimizer(model: nn.Module, cfg: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    "AdamW over `param_groups`, fused on CUDA and foreach elsewhere (one kernel per group, not per tensor)."
-    fast = {'fused': True} if device.type == 'cuda' else {'foreach': True}
+    "AdamW over `param_groups`: fused (one pass over memory per tensor) on the CPU and CUDA, foreach elsewhere."
+    fast = {'fused': True} if device.type in FUSED_ADAMW_DEVICES else {'foreach': True}
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
                              eps=cfg.adam_eps, **fast)
 
-# %% ../nbs/06_training.ipynb 12
+# %% ../nbs/06_training.ipynb 13
 def _linear(progress): return max(0.0, 1.0 - progress)
 def _cosine(progress): return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 def _constant(progress): return 1.0
@@ -102,7 +104,7 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int, schedule: str
     "A `LambdaLR` that follows `lr_lambda`."
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total_steps, warmup_steps, schedule))
 
-# %% ../nbs/06_training.ipynb 15
+# %% ../nbs/06_training.ipynb 16
 def batch_schedule(n_examples: int, batch_size: int, *, epoch: int, seed: int, shuffle: bool = True,
                    drop_last: bool = False, lengths: Sequence[int] | None = None) -> list[list[int]]:
     """The example indices of each batch of one epoch, the same for a given (seed, epoch) on every machine.
@@ -121,7 +123,7 @@ def batch_schedule(n_examples: int, batch_size: int, *, epoch: int, seed: int, s
         batches = [batches[i] for i in perm]
     return batches
 
-# %% ../nbs/06_training.ipynb 18
+# %% ../nbs/06_training.ipynb 19
 def dist_info() -> tuple[int, int]:
     "(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -139,7 +141,7 @@ def init_distributed(device: torch.device | None = None) -> torch.device:
         dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
     return device
 
-# %% ../nbs/06_training.ipynb 21
+# %% ../nbs/06_training.ipynb 22
 def _autocast_dtype(precision: str, device: torch.device):
     "The autocast dtype for `precision` on `device`, or None for fp32."
     if precision == 'auto':
@@ -153,7 +155,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
     "Move every tensor of a batch to `device`."
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-# %% ../nbs/06_training.ipynb 25
+# %% ../nbs/06_training.ipynb 26
 @dataclass
 class History:
     "What a run recorded: training-loss points, evaluations, and the best evaluation."
@@ -181,7 +183,7 @@ class History:
         fig.tight_layout()
         return fig
 
-# %% ../nbs/06_training.ipynb 27
+# %% ../nbs/06_training.ipynb 28
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device | None = None,
                      forward_kwargs: dict | None = None, autocast_dtype=None) -> dict:
@@ -209,7 +211,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
     if count == 0: raise ValueError("evaluation batches hold no labelled position (every label is -100)")
     return {'loss': loss_sum / count, 'accuracy': correct / count, 'n_targets': int(count)}
 
-# %% ../nbs/06_training.ipynb 29
+# %% ../nbs/06_training.ipynb 30
 class Trainer:
     "The book's training loop: AdamW, warm-up and decay, clipping, accumulation, mixed precision, evaluation, early stopping, checkpoints, DDP."
     def __init__(self,
@@ -274,7 +276,7 @@ class Trainer:
         "The position in the data in epochs (1.5: halfway through the second epoch)."
         return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
-# %% ../nbs/06_training.ipynb 33
+# %% ../nbs/06_training.ipynb 34
 def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
     if self.loss_fn is None:
@@ -336,7 +338,7 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
 
 Trainer._loss, Trainer._n_labelled, Trainer._nonfinite, Trainer._optimizer_step = _loss, staticmethod(_n_labelled), _nonfinite, _optimizer_step
 
-# %% ../nbs/06_training.ipynb 37
+# %% ../nbs/06_training.ipynb 38
 def _evaluate(self: Trainer) -> dict:
     "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
     if self.eval_fn is not None: return self.eval_fn(self.model)
@@ -373,7 +375,7 @@ def _load_best(self: Trainer):
 
 Trainer.evaluate, Trainer._evaluate_and_keep_best, Trainer._load_best = _evaluate, _evaluate_and_keep_best, _load_best
 
-# %% ../nbs/06_training.ipynb 41
+# %% ../nbs/06_training.ipynb 42
 def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = False) -> Path | None:
     """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
     scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
@@ -435,7 +437,7 @@ def _load_weights(self: Trainer, path: Path):
 
 Trainer.save_checkpoint, Trainer.load_checkpoint, Trainer._load_weights = _save_checkpoint, _load_checkpoint, _load_weights
 
-# %% ../nbs/06_training.ipynb 45
+# %% ../nbs/06_training.ipynb 46
 def _fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."
     if resume_from is not None: self.load_checkpoint(resume_from)
