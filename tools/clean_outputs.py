@@ -13,6 +13,7 @@ WIDGET = 'application/vnd.jupyter.widget-view+json'
 NOISE = re.compile(r'TqdmWarning: IProgress not found')
 PATHS = [(re.compile(r'/[^\s\'"():,]*?/site-packages/'), '.../site-packages/'),   # the virtualenv, wherever it is
          (re.compile(r'/tmp/(?:tmp|pytest-of-)[\w.-]+'), '<tmp>'),              # tempfile.mkdtemp() and pytest folders
+         (re.compile(r'/tmp/ipykernel_\d+/\d+\.py'), '<cell>'),                 # a warning raised in a notebook cell
          (re.compile(re.escape(str(ROOT)) + r'/?'), '')]                        # the checkout itself
 
 
