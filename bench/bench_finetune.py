@@ -8,11 +8,12 @@ Two tasks:
 - Sentiment on real review snippets (Rotten Tomatoes): `bert_book.classification.train_classifier` against `Trainer`
   + `AutoModelForSequenceClassification` + `DataCollatorWithPadding`.
 
-The same settings on both sides: epochs, batch 16, lr 5e-5, linear decay after the book's default warm-up (6% of the
+The same settings on both sides: epochs, batch 16, lr (5e-5 for NER, 1e-4 for sentiment), linear decay after the book's default warm-up (6% of the
 steps, the same integer number of steps on both sides), AdamW with weight decay 0.01 on matrices only, eps 1e-6,
 gradient clipping at 1.0, fp32, one dev evaluation per epoch, no checkpoint saving (the book: `load_best_at_end=False`;
 transformers: `save_strategy='no'`), no data-loader workers, no logging integrations. Each side's optimizer is its own
-default (the book: AdamW foreach on the CPU; transformers: `adamw_torch_fused`). transformers' `group_by_length`
+default (both fused AdamW on the CPU now: the book's was foreach until this benchmark's profile found its step 5x
+slower than transformers' `adamw_torch_fused`). transformers' `group_by_length`
 (`train_sampling_strategy='group_by_length'`) and the book's (`TrainingConfig.group_by_length`) are extra rows: off by
 default in both.
 
@@ -24,7 +25,7 @@ more than `--tolerance` (or a side is no better than a floor). `--quick` uses a 
 2e-4 for sentiment, both sides) so that its ~20 steps learn something, and skips the group_by_length rows. Rows run one after the other, the order rotating each
 round; with `--rounds` > 1 the median time is kept.
 
-    python bench/bench_finetune.py                         # full: NER 1,000 sentences × 2 epochs, sentiment 400 × 2
+    python bench/bench_finetune.py                         # full: NER 1,000 sentences × 2 epochs, sentiment 1,000 × 1 at lr 1e-4
     python bench/bench_finetune.py --quick --threads 1     # a smoke run: 300 / 200 examples, 1 epoch, no grouped rows (~1.5 min)
     python bench/bench_finetune.py --tasks ner --train 1000 --epochs 3   # the converged comparison (test F1 ≈ 0.90)
     python bench/bench_finetune.py --tasks ner --rounds 3  # NER only, median of 3
@@ -41,9 +42,9 @@ import _e2e  # noqa: E402
 BATCH, LR, WEIGHT_DECAY, WARMUP_RATIO, ADAM_EPS, MAX_GRAD_NORM, SEED = 16, 5e-5, 0.01, 0.06, 1e-6, 1.0, 0
 SIZES = {  # task: (train, dev, test, epochs, lr) full / quick (a higher rate, so that ~20 steps learn something)
     'ner': ((1000, 300, 300, 2, LR), (300, 100, 200, 1, 5e-4)),
-    'sentiment': ((400, 300, 600, 2, LR), (200, 100, 200, 1, 2e-4)),
+    'sentiment': ((1000, 300, 600, 1, 1e-4), (200, 100, 200, 1, 2e-4)),   # 400 x 2 at 5e-5 stayed at the majority class
 }
-FLOORS = {'ner': (0.5, 0.3), 'sentiment': (0.65, 0.55)}  # full / quick: a side below this did not learn (a broken comparison)
+FLOORS = {'ner': (0.5, 0.3), 'sentiment': (0.7, 0.55)}  # full / quick: a side below this did not learn (a broken comparison)
 
 
 def warmup_steps(n_train: int, epochs: int) -> int:

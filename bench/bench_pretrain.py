@@ -16,7 +16,7 @@ transformers the full (B, T, V) logits; the book's `group_by_length` and transfo
 Timed: the whole call, from tokenizing the corpus and building the model to the trained model (its validation
 included). Throughput: real training tokens (no padding) per second of the call. Quality: validation perplexity of
 each trained model on the same held-out batches with the same fixed masks (the book's `fixed_eval_batches`, scored
-by `evaluate_batches` on both), which must agree within `--tolerance` (a ratio).
+by `evaluate_batches` on both), the book's rows must agree with transformers' default row within `--tolerance` (a ratio).
 
     python bench/bench_pretrain.py                        # full: 300 steps
     python bench/bench_pretrain.py --quick --threads 1    # a smoke run: 25 steps
@@ -151,11 +151,16 @@ def main(argv=None) -> int:
         flops = 3 * steps * BATCH * per_example
         print(_e2e.peak_line(device, {n.split(',')[0].replace(' Trainer', '').replace(' pretrain_mlm', '') + (' grouped' if ',' in n else ''):
                                       flops / med[n] for n in ROWS}))
-        spread = max(ppl.values()) / min(ppl.values())
+        # the book's rows against transformers' default recipe (what a user would otherwise run); transformers' own
+        # group_by_length row is reported, not judged (at 300 steps its perplexity can be far off: see the table)
+        ref = ppl['transformers Trainer']
+        spread = max(max(ppl[n] / ref, ref / ppl[n]) for n in ROWS if n.startswith('bert_book'))
+        other = ppl.get('transformers Trainer, group_by_length')
+        if other is not None: print(f"transformers' group_by_length row: perplexity {other / ref:.2f}x its default's")
         if spread > tolerance:
-            print(f'FAILED: the validation perplexities differ by a factor {spread:.3f} > tolerance {tolerance}')
+            print(f'FAILED: the book\'s validation perplexity differs from transformers\' by a factor {spread:.3f} > tolerance {tolerance}')
             return 1
-        print(f'quality agrees: validation perplexities within a factor {spread:.3f} (tolerance {tolerance})')
+        print(f'quality agrees: the book\'s validation perplexities within a factor {spread:.3f} of transformers\' (tolerance {tolerance})')
     return 0
 
 
