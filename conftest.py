@@ -36,8 +36,8 @@ def pytest_configure(config):
 # `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each worker takes the next file in this order when it is nearly
 # done with its last, so the long ones start early and the short ones fill the gaps at the end, instead of one worker
 # running a long notebook alone while the other has finished. A file not named keeps its place after these.
-LONGEST_FIRST = ('12_classification', '09_pretrained', '13_compression', '14_ood', '10_serving', '06a_mlm', '08b_real_ner',
-                 '11_cli', '06_training', '08_token_classification', '20_demo',
+LONGEST_FIRST = ('13_compression', '12_classification', '11_cli', '14_ood', '09_pretrained', '06a_mlm', '06_training', '08b_real_ner',
+                 '08_token_classification', '10_serving', '20_demo',
                  'test_serving', 'test_training', 'test_compression', 'test_ood', 'test_classification', 'test_soak', 'test_demo')
 
 def _file_rank(item) -> int:
