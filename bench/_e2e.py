@@ -104,11 +104,16 @@ def machine_line(device: torch.device, threads: int) -> str:
     return f'torch {torch.__version__}, transformers {transformers.__version__}, {device} ({name}), {threads} threads{load}'
 
 
-def peak_line(device: torch.device, achieved: dict[str, float]) -> str:
-    "The physical limit for context: the measured fp32 matmul rate and each row's achieved model FLOP/s."
+def peak_line(device: torch.device, achieved: dict[str, float], baseline: str | None = None) -> str:
+    """The physical limit for context: the measured fp32 matmul rate and each row's achieved model FLOP/s. With
+    `baseline` (a key of `achieved`), also the ceiling: the most any implementation doing the model's full work can gain
+    over that row, were it to run every FLOP at the matmul peak (peak / the baseline's achieved rate)."""
     peak = matmul_peak_gflops(device)
     parts = ', '.join(f'{k} {v / 1e9:.1f} GFLOP/s ({v / 1e9 / peak:.0%})' for k, v in achieved.items())
-    return f'physical limit: fp32 matmul 2048³ on {device} = {peak:.1f} GFLOP/s; achieved model FLOP/s (real tokens): {parts}'
+    line = f'physical limit: fp32 matmul 2048³ on {device} = {peak:.1f} GFLOP/s; achieved model FLOP/s (real tokens): {parts}'
+    if baseline is not None:
+        line += f'\nceiling: the full model at 100% of the matmul peak would be {peak * 1e9 / achieved[baseline]:.2f}x the {baseline}'
+    return line
 
 
 def fail(msg: str):

@@ -184,7 +184,7 @@ def input_ranges(model: nn.Module, names: Sequence[str], batches: Sequence[tuple
     modules, ranges, current = dict(model.named_modules()), {}, {}
     def hook(name):
         def record(module, args):
-            x = args[0][current['mask']].abs().amax(0)    # (in_features,)
+            x = args[0][current['mask'][:, :args[0].shape[1]]].abs().amax(0)  # (in_features,); a [CLS]-only block: row 0
             ranges[name] = torch.maximum(ranges[name], x) if name in ranges else x
         return record
     hooks = [modules[n].register_forward_pre_hook(hook(n)) for n in names]

@@ -78,15 +78,17 @@ class BertSelfAttention(nn.Module):
     def forward(self, x: Tensor,                 # (B, T, H)
                 mask: Tensor | None = None,      # (B, 1, 1, T) boolean, True = attend
                 eager: bool = False,             # write attention out and return its weights
+                queries: Tensor | None = None,   # (B, Tq, H): only these positions ask (default: all of x)
                ) -> tuple[Tensor, Tensor | None]:
-        "Attend over the sequence; returns (B, T, H) and, on the eager path, the weights (B, nh, T, T)."
+        "Attend over the sequence; returns (B, Tq, H) and, on the eager path, the weights (B, nh, Tq, T)."
         B, T, H = x.shape
-        q, k, v = (proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)   # (B, nh, T, hd)
-                   for proj in (self.query, self.key, self.value))
+        split = lambda t: t.view(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, ·, hd)
+        q = split(self.query(x if queries is None else queries))                      # (B, nh, Tq, hd)
+        k, v = split(self.key(x)), split(self.value(x))                               # (B, nh, T, hd)
         p = self.dropout.p if self.training else 0.0
         if eager: y, weights = eager_attention(q, k, v, mask, p)
         else: y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return y.transpose(1, 2).reshape(B, T, -1), weights                            # heads merged: (B, T, nh·hd)
+        return y.transpose(1, 2).reshape(B, q.shape[2], -1), weights                  # heads merged: (B, Tq, nh·hd)
 
 # %% ../nbs/04_encoder.ipynb 26
 class BertOutput(nn.Module):
@@ -108,10 +110,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, num_heads)
         self.output = BertOutput(self.self.num_heads * self.self.head_dim, config)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False) -> tuple[Tensor, Tensor | None]:
-        "Attend, then add and normalise: (B, T, H) and the attention weights (or None)."
-        y, weights = self.self(x, mask, eager)
-        return self.output(y, x), weights
+    def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False,
+                queries: Tensor | None = None) -> tuple[Tensor, Tensor | None]:   # queries: (B, Tq, H), default x
+        "Attend, then add and normalise: (B, Tq, H) and the attention weights (or None)."
+        y, weights = self.self(x, mask, eager, queries)
+        return self.output(y, x if queries is None else queries), weights
 
 class BertIntermediate(nn.Module):
     "The feed-forward's widening half: H → intermediate_size, then the activation (exact GELU)."
@@ -132,9 +135,10 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config.intermediate_size, config)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False) -> tuple[Tensor, Tensor | None]:
-        "Transform hidden states (B, T, H); also return the attention weights (or None)."
-        a, weights = self.attention(x, mask, eager)      # (B, T, H)
+    def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False,
+                queries: Tensor | None = None) -> tuple[Tensor, Tensor | None]:   # queries: (B, Tq, H), default x
+        "Transform hidden states (B, T, H) into (B, Tq, H); also return the attention weights (or None)."
+        a, weights = self.attention(x, mask, eager, queries)      # (B, Tq, H)
         return self.output(self.intermediate(a), a), weights
 
 # %% ../nbs/04_encoder.ipynb 29
@@ -145,12 +149,14 @@ class BertEncoder(nn.Module):
         self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, h: Tensor, mask: Tensor | None = None, eager: bool = False,
-                output_hidden_states: bool = False, output_attentions: bool = False):
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                first_only: bool = False):   # the last block computes position 0 only: its output is (B, 1, H)
         "Run every block over (B, T, H); returns the last states and the tuples asked for (else None)."
         hidden_states = [h] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layer:
-            h, weights = layer(h, mask, eager)
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            h, weights = layer(h, mask, eager, h[:, :1] if first_only and i == last else None)
             if output_hidden_states: hidden_states.append(h)
             if output_attentions: attentions.append(weights)
         return h, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
@@ -310,6 +316,7 @@ class BertModel(BertPreTrainedModel):
                 position_ids: Tensor | None = None,         # (T,), (1, T) or (B, T); None = 0..T-1
                 output_attentions: bool = False,            # also return every layer's attention weights (eager path)
                 output_hidden_states: bool = False,         # also return the embeddings and every layer's output
+                cls_only: bool = False,                     # the last block computes [CLS] only: last_hidden_state (B, 1, H)
                ) -> BertModelOutput:
         "Encode a batch: hidden states (B, T, H), the pooled [CLS] vector (B, H), and what else is asked for."
         if not torch.compiler.is_compiling():  # the checks read values; a compiled graph skips them rather than break
@@ -317,6 +324,6 @@ class BertModel(BertPreTrainedModel):
         mask = key_padding_mask(attention_mask)                         # (B, 1, 1, T), or None without padding
         eager = output_attentions or self.attn_implementation == 'eager'
         h = self.embeddings(input_ids, token_type_ids, position_ids)    # (B, T, H)
-        h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions)
+        h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions, cls_only)
         pooled = self.pooler(h) if self.pooler is not None else None    # (B, H)
         return BertModelOutput(h, pooled, hidden_states, attentions)

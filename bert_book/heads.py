@@ -166,7 +166,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 output_attentions: bool = False, output_hidden_states: bool = False,
                ) -> BertHeadOutput:
         "Class logits (B, num_labels) and, with labels, the cross-entropy (or, for one label, the squared error)."
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states,
+                        cls_only=not (output_attentions or output_hidden_states))  # only [CLS] is read: skip the rest of the last block
         logits = self.classifier(self.dropout(out.pooler_output))                 # (B, num_labels)
         loss = None
         if labels is not None and self.num_labels == 1:
