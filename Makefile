@@ -16,11 +16,11 @@ TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test export-check test-nbs test-py test-slow bench readme clean help
+.PHONY: setup demo test export-check test-nbs test-py test-suite test-slow bench readme clean help
 
 help:
 	@echo "make demo   set up, then run the book's main job on its bundled data"
-	@echo "make test   set up, check export sync, run every notebook under nbval, then pytest tests/"
+	@echo "make test   set up, check export sync, run every notebook under nbval and pytest tests/ (one run), check the docs"
 	@echo "make bench  set up, then run the benchmarks"
 
 $(STAMP): constraints.txt settings.ini setup.py
@@ -40,7 +40,7 @@ demo: setup
 
 # each part timed; the table is printed at the end, also when a part fails (then the later parts are skipped).
 # The docs toolchain is installed first, with the rest of the setup, so the table times the checks, not pip.
-TEST_PARTS := export-check test-nbs test-py docs-test
+TEST_PARTS := export-check test-suite docs-test
 test: setup docs-setup
 	@status=0; times=""; begin=$$(date +%s); \
 	for part in $(TEST_PARTS); do \
@@ -66,6 +66,11 @@ test-nbs: setup
 
 test-py: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) -p no:cacheprovider --durations=12 tests/
+
+# what `make test` runs: the notebooks and tests/ in one pytest run, so that the two workers draw from one queue (longest
+# files first) and neither waits idle at the end of the notebooks while the other finishes the last one
+test-suite: setup
+	IN_TEST=1 OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) $(NBVAL_FLAGS) nbs/ tests/
 
 # also run the cells marked #| slow
 test-slow: setup

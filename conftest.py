@@ -32,13 +32,15 @@ def pytest_configure(config):
         import torch
         torch.set_num_threads(1)
 
-# The files that take longest under test, longest first (per-file sums of `--durations=0` under test). `make test` runs
-# `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each worker takes the next file in this order when it is nearly
-# done with its last, so the long ones start early and the short ones fill the gaps at the end, instead of one worker
-# running a long notebook alone while the other has finished. A file not named keeps its place after these.
-LONGEST_FIRST = ('13_compression', '12_classification', '11_cli', '14_ood', '09_pretrained', '06a_mlm', '06_training', '08b_real_ner',
-                 '08_token_classification', '10_serving', '20_demo',
-                 'test_serving', 'test_training', 'test_compression', 'test_ood', 'test_classification', 'test_soak', 'test_demo')
+# The files that take longest under test, longest first (per-file sums of `--durations=0` under `make test-suite`).
+# `make test` runs the notebooks and tests/ in one `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each worker takes
+# the next file in this order when it is nearly done with its last, so the long ones start early and the short ones fill
+# the gaps at the end, instead of one worker running a long notebook alone while the other has finished. A file not
+# named keeps its place after these.
+LONGEST_FIRST = ('13_compression', '12_classification', '11_cli', '09_pretrained', '14_ood', '06a_mlm', 'test_serving',
+                 'test_fuzz', '08_token_classification', '06_training', '08b_real_ner', '10_serving', '02_data',
+                 'test_training', '04_encoder', '20_demo', 'test_soak', 'test_crf', 'test_ner_pipeline', 'test_metrics',
+                 '07_metrics', '05_heads', 'test_demo', 'test_install')
 
 def _file_rank(item) -> int:
     stem = Path(str(item.fspath)).stem

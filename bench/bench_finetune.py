@@ -87,21 +87,27 @@ def book_config(n_train: int, epochs: int, lr: float, group: bool, device: str):
                           group_by_length=group, load_best_at_end=False, progress=False, seed=SEED, device=device)
 
 
+def book_timed(train_fn) -> tuple:
+    "Run `train_fn()` (tokenizer, weights and training: what is timed); its result, the total seconds, each epoch's seconds."
+    marks = []
+    t0 = time.perf_counter()
+    with book_epoch_marks(marks): result = train_fn()
+    return result, marks[-1] - t0, [b - a for a, b in zip(marks, marks[1:])]
+
+
 def book_ner(folder, data, epochs, lr, device, group=False) -> dict:
     "train_ner from the MiniLM encoder; test F1 through the book's own prediction (`evaluate_ner`)."
     from bert_book.pretrained import from_pretrained
     from bert_book.token_classification import train_ner, evaluate_ner
     from bert_book.tokenizer import BertTokenizer
     train, dev, test = data
-    marks = []
-    t0 = time.perf_counter()
-    with book_epoch_marks(marks):
+    def run():
         tok = BertTokenizer.from_pretrained(folder)
-        model, _ = train_ner(train, dev, tok, training=book_config(len(train), epochs, lr, group, device),
-                             encoder=from_pretrained(folder, device='cpu'), seed=SEED)
+        return tok, train_ner(train, dev, tok, training=book_config(len(train), epochs, lr, group, device),
+                              encoder=from_pretrained(folder, device='cpu'), seed=SEED)[0]
+    (tok, model), total, per_epoch = book_timed(run)
     scores = evaluate_ner(model, tok, test)
-    return dict(total=marks[-1] - t0, epochs=[b - a for a, b in zip(marks, marks[1:])], quality=scores['f1'],
-                predictions=scores['predictions'], model=model)
+    return dict(total=total, epochs=per_epoch, quality=scores['f1'], predictions=scores['predictions'], model=model)
 
 
 def book_sentiment(folder, data, epochs, lr, device, group=False) -> dict:
@@ -109,14 +115,12 @@ def book_sentiment(folder, data, epochs, lr, device, group=False) -> dict:
     from bert_book.classification import new_classifier, train_classifier, evaluate_classifier
     from bert_book.tokenizer import BertTokenizer
     train, dev, test = data
-    marks = []
-    t0 = time.perf_counter()
-    with book_epoch_marks(marks):
+    def run():
         tok = BertTokenizer.from_pretrained(folder)
         model = new_classifier(['negative', 'positive'], folder, seed=SEED)
-        model, _ = train_classifier(train, dev, tok, model, book_config(len(train), epochs, lr, group, device), max_length=128)
-    return dict(total=marks[-1] - t0, epochs=[b - a for a, b in zip(marks, marks[1:])],
-                quality=evaluate_classifier(model, tok, test)['accuracy'], model=model)
+        return tok, train_classifier(train, dev, tok, model, book_config(len(train), epochs, lr, group, device), max_length=128)[0]
+    (tok, model), total, per_epoch = book_timed(run)
+    return dict(total=total, epochs=per_epoch, quality=evaluate_classifier(model, tok, test)['accuracy'], model=model)
 
 
 # --- transformers ----------------------------------------------------------------------------------------------------

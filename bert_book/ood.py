@@ -75,7 +75,8 @@ def bbc_news(path: str | Path | None = None, # a folder with one sub-folder of .
 class TextOutputs:
     "What a classifier (or a bare encoder) makes of a list of texts."
     logits: Tensor | None   # (N, C) class logits; None for an encoder without a head
-    features: Tensor        # (N, H) sentence vectors
+    features: Tensor        # (N, H) sentence vectors (of the first pooling asked for)
+    pooled: dict[str, Tensor] | None = None   # (N, H) per pooling asked for, by name: several from one pass
 
 POOLINGS = ('mean', 'cls', 'pooler')
 
@@ -96,23 +97,28 @@ def sentence_features(out,                      # an encoder's output (`last_hid
 def classifier_forward(model,                   # a `BertForSequenceClassification`
                        input_ids: Tensor,       # (B, T)
                        attention_mask: Tensor,  # (B, T)
-                       pooling: str = 'mean',   # 'mean', 'cls' or 'pooler'
-                      ) -> tuple[Tensor, Tensor]:
-    "One forward pass: the class logits (B, C), as the model's own `forward` makes them, and the sentence features (B, H)."
+                       pooling: str | Sequence[str] = 'mean',   # 'mean', 'cls' or 'pooler'; or several of them
+                      ) -> tuple[Tensor, Tensor | dict[str, Tensor]]:
+    """One forward pass: the class logits (B, C), as the model's own `forward` makes them, and the sentence features
+    (B, H); for several poolings, a dict of them by name."""
     enc = model.bert(input_ids, attention_mask)
-    return model.classifier(model.dropout(enc.pooler_output)), sentence_features(enc, attention_mask, pooling)
+    feats = (sentence_features(enc, attention_mask, pooling) if isinstance(pooling, str)
+             else {p: sentence_features(enc, attention_mask, p) for p in pooling})
+    return model.classifier(model.dropout(enc.pooler_output)), feats
 
 @torch.inference_mode()
 def text_outputs(model,                         # a `BertForSequenceClassification`, or a `BertModel` (features only)
                  tokenizer,                     # its tokenizer
                  texts: Sequence[str],          # the texts
-                 pooling: str = 'mean',         # how the features are made: 'mean', 'cls' or 'pooler'
+                 pooling: str | Sequence[str] = 'mean', # how the features are made: 'mean', 'cls', 'pooler', or several
                  batch_size: int = 64,          # texts per forward pass
                  max_length: int | None = None, # default: the tokenizer's and the model's limit
                 ) -> TextOutputs:
     "Class logits and sentence features in one pass, float32 on the CPU, in the order of `texts` (batched by length)."
     if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
-    if pooling not in POOLINGS: raise ValueError(f"pooling={pooling!r}: choose one of {POOLINGS}")
+    poolings = [pooling] if isinstance(pooling, str) else list(pooling)
+    if not poolings or any(p not in POOLINGS for p in poolings):
+        raise ValueError(f"pooling={pooling!r}: choose one or more of {POOLINGS}")
     texts = list(texts)
     if not texts: raise ValueError("no texts")
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
@@ -120,19 +126,20 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     device, was_training = next(model.parameters()).device, model.training
     head = hasattr(model, 'classifier')
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
-    logits, feats = [None] * len(ids), [None] * len(ids)
+    logits, feats = [None] * len(ids), {p: [None] * len(ids) for p in poolings}
     model.eval()
     try:
         for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
             x, mask = pad_ids([ids[k] for k in chunk], tokenizer.pad_token_id)
             x, mask = x.to(device), mask.to(device)
-            if head: lg, f = (t.float().cpu() for t in classifier_forward(model, x, mask, pooling))
-            else: lg, f = None, sentence_features(model(x, mask), mask, pooling).float().cpu()
+            if head: lg, f = classifier_forward(model, x, mask, poolings)
+            else: lg, f = None, {p: sentence_features(enc, mask, p) for enc in [model(x, mask)] for p in poolings}
             for j, k in enumerate(chunk):
-                feats[k] = f[j]
-                if lg is not None: logits[k] = lg[j]
+                for p in poolings: feats[p][k] = f[p][j].float().cpu()
+                if lg is not None: logits[k] = lg[j].float().cpu()
     finally: model.train(was_training)
-    return TextOutputs(torch.stack(logits) if head else None, torch.stack(feats))
+    pooled = {p: torch.stack(v) for p, v in feats.items()}
+    return TextOutputs(torch.stack(logits) if head else None, pooled[poolings[0]], pooled)
 
 # %% ../nbs/14_ood.ipynb 15
 def calibration_bins(probs: Tensor,     # (N, C) predicted probabilities

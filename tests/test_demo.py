@@ -68,8 +68,12 @@ def test_user_errors_exit_1_without_traceback(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and 'exists and is not a folder' in r.stderr and 'Traceback' not in r.stderr
     assert afile.read_text() == 'keep me'
-    r = subprocess.run([sys.executable, '-c', code, '--device', 'tpu', '--output-dir', str(tmp_path / 'x')],
-                       capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown device 'tpu'" in r.stderr and not (tmp_path / 'x').exists()
-    r = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True, text=True)
-    assert r.returncode == 0 and '--quick' in r.stdout
+
+
+def test_user_errors_in_process(tmp_path, capsys):
+    "The same `main` the command runs, called here: a bad device is a message and 1, --help is 0 (no interpreter to start)."
+    assert main(['--device', 'tpu', '--output-dir', str(tmp_path / 'x')]) == 1
+    err = capsys.readouterr().err
+    assert "unknown device 'tpu'" in err and 'Traceback' not in err and not (tmp_path / 'x').exists()
+    with pytest.raises(SystemExit) as e: main(['--help'])
+    assert e.value.code == 0 and '--quick' in capsys.readouterr().out

@@ -83,45 +83,6 @@ def test_bad_arguments():
                 TrainingConfig(group_by_length=True, progress=False, device='cpu'), toy(10), stack)
 
 
-DDP_SCRIPT = textwrap.dedent('''
-    import sys, torch
-    from bert_book.core import BertConfig, seed_everything
-    from bert_book.heads import BertForTokenClassification
-    from bert_book.training import Trainer, TrainingConfig
-    batch_size, accum, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    g = torch.Generator().manual_seed(0)
-    data = [{'input_ids': x, 'labels': x % 4} for x in torch.randint(1, 100, (200, 10), generator=g)]
-    stack = lambda ex: {k: torch.stack([e[k] for e in ex]) for k in ex[0]}
-    seed_everything(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=32, num_labels=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = BertForTokenClassification(config)
-    cfg = TrainingConfig(num_epochs=1, batch_size=batch_size, grad_accum_steps=accum, lr=3e-3, progress=False, device='cpu')
-    trainer = Trainer(model, cfg, data, stack, eval_batches=[stack(data[:32])])
-    history = trainer.fit()
-    if trainer.rank == 0:
-        torch.save(model.state_dict(), target)
-        print('eval', history.eval[-1]['loss'])
-''')
-
-
-def test_two_process_ddp_matches_one_process(tmp_path):
-    "torchrun with 2 CPU processes (gloo) × batch 8 reaches the weights of 1 process × batch 16 (200 examples: a short last batch too)."
-    script = tmp_path / 'ddp.py'
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    one = subprocess.run([sys.executable, str(script), '16', '2', str(tmp_path / 'one.pt')], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    torchrun = Path(sys.executable).with_name('torchrun')
-    two = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29531', str(script), '8', '2',
-                          str(tmp_path / 'two.pt')], env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    w1, w2 = (torch.load(tmp_path / f, weights_only=True) for f in ('one.pt', 'two.pt'))
-    assert max_gap(w1, w2) < 1e-5
-    assert one.stdout.split()[-1][:6] == two.stdout.split()[-1][:6]   # the same evaluation loss, to 4 decimals
-
-
 def test_a_nan_loss_stops_before_the_weights_change():
     "A micro-batch with nothing labelled (NaN loss) stops the run with the step named; the weights stay as they were."
     seed_everything(0)
@@ -262,16 +223,31 @@ DDP_ISSUE17 = textwrap.dedent('''
                                           progress=False, device='cpu', log_every=1), data, stack)
         t.fit()
         return t, model
+    def epoch_run(bs, accum):
+        "A whole epoch of 200 examples (the last batch short) with gradient accumulation and an evaluation."
+        g = torch.Generator().manual_seed(0)
+        examples = [{'input_ids': x, 'labels': x % 4} for x in torch.randint(1, 100, (200, 10), generator=g)]
+        seed_everything(0)
+        model = BertForTokenClassification(config)
+        t = Trainer(model, TrainingConfig(num_epochs=1, batch_size=bs, grad_accum_steps=accum, lr=3e-3, progress=False,
+                                          device='cpu'), examples, stack, eval_batches=[stack(examples[:32])])
+        return t, model, t.fit().eval[-1]['loss']
     res = {}
     if mode == 'single':
         for bs, accum in ((16, 1), (4, 4)):
             t, model = weights_run(bs, accum)
             torch.save(model.state_dict(), f'{out}/w_{bs}x{accum}.pt')
+        t, model, loss = epoch_run(16, 2)
+        torch.save(model.state_dict(), f'{out}/w_epoch_1proc.pt')
+        with open(f'{out}/epoch_1proc.json', 'w') as f: json.dump({'eval_loss': loss}, f)
         sys.exit(0)
     # 1. 2 processes x 8: the weights of 1 x 16
     t, model = weights_run(8, 1)
     rank = t.rank
     if rank == 0: torch.save(model.state_dict(), f'{out}/w_2procs.pt')
+    # 1b. a whole epoch with a short last batch, accumulation and an evaluation: 2 processes x 8 = 1 x 16
+    t, model, res['epoch_eval_loss'] = epoch_run(8, 2)
+    if rank == 0: torch.save(model.state_dict(), f'{out}/w_epoch_2procs.pt')
     # 2. every rank masks its own positions: identical examples, identical batches
     seen = []
     class Recording(MLMCollator):
@@ -325,14 +301,19 @@ DDP_ISSUE17 = textwrap.dedent('''
 ''')
 
 
-def test_ddp_issue17(tmp_path):
-    "Two gloo processes: 2 × B/2 = 1 × B = k × B/k with unequal label counts; per-rank masks; step counts; a NaN stops every rank."
-    script = tmp_path / 'ddp17.py'
+def test_ddp(tmp_path, monkeypatch):
+    """Two gloo processes (one torchrun launch): 2 × B/2 = 1 × B = k × B/k with unequal label counts; a whole epoch
+    with a short last batch, accumulation and the same evaluation loss; per-rank masks; step counts; a NaN stops every rank."""
+    import runpy
+    script = tmp_path / 'ddp.py'
     script.write_text(DDP_ISSUE17)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    one = subprocess.run([sys.executable, str(script), 'single', str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+    monkeypatch.setattr(sys, 'argv', [str(script), 'single', str(tmp_path)])   # the one-process runs: here, no new interpreter
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as done: runpy.run_path(str(script), run_name='__main__')
+    finally: torch.set_num_threads(threads)
+    assert done.value.code == 0
     torchrun = Path(sys.executable).with_name('torchrun')
     try:
         two = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29533', str(script), 'ddp',
@@ -344,6 +325,9 @@ def test_ddp_issue17(tmp_path):
     assert max_gap(w['16x1'], w['4x4']) < 1e-6
     assert '2procs' in w, err
     assert max_gap(w['16x1'], w['2procs']) < 1e-6
+    epoch = {n: torch.load(tmp_path / f'w_epoch_{n}.pt', weights_only=True) for n in ('1proc', '2procs')}
+    assert max_gap(epoch['1proc'], epoch['2procs']) < 1e-5
+    one_loss = json.loads((tmp_path / 'epoch_1proc.json').read_text())['eval_loss']
     l0, l1 = (torch.load(tmp_path / f'labels_{r}.pt', weights_only=True) for r in (0, 1))
     assert l0.shape == l1.shape and not torch.equal(l0, l1)        # the two ranks masked different positions
     res = [json.loads((tmp_path / f'res_{r}.json').read_text()) for r in (0, 1)]
@@ -351,6 +335,7 @@ def test_ddp_issue17(tmp_path):
         assert r['collate_states_saved'] == 2 and r['own_state_saved'] and r['own_state_restored']
         assert r['steps_per_epoch'] == 1 and r['steps_run'] == 2 and r['epochs_run'] == 2
         assert 'fewer examples' in r['too_small'], r['too_small']
+        assert abs(r['epoch_eval_loss'] - one_loss) < 1e-4            # the same evaluation loss, to 4 decimals
     for r in res:
         assert 'nan' in r, err
         assert 'non-finite training loss at step 2' in r['nan'] and r['finite_weights'], r['nan']
