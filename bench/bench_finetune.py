@@ -25,6 +25,9 @@ more than `--tolerance` (or a side is no better than a floor). `--quick` uses a 
 2e-4 for sentiment, both sides) so that its ~20 steps learn something, and skips the group_by_length rows. Rows run one after the other, the order rotating each
 round; with `--rounds` > 1 the median time is kept.
 
+After each table: the padding line (the share of padding in shuffled and length-sorted batches, and the most length
+grouping can therefore buy: 1 / (1 - share)) and the physical-limit line (the matmul peak, each row's model FLOP/s).
+
     python bench/bench_finetune.py                         # full: NER 1,000 sentences × 2 epochs, sentiment 1,000 × 1 at lr 1e-4
     python bench/bench_finetune.py --quick --threads 1     # a smoke run: 300 / 200 examples, 1 epoch, no grouped rows (~1.5 min)
     python bench/bench_finetune.py --tasks ner --train 1000 --epochs 3   # the converged comparison (test F1 ≈ 0.90)
@@ -232,18 +235,34 @@ ROWS = {  # task: {row: (function, group_by_length)}
 }
 
 
+def train_lengths(folder, task, data) -> list[int]:
+    "Tokens per training example, [CLS] and [SEP] included (transformers' tokenizer; the book's gives the same ids)."
+    from transformers import AutoTokenizer
+    tok, train = AutoTokenizer.from_pretrained(folder), data[0]
+    if task == 'ner': return [len(x) for x in tok([list(s.tokens) for s in train], is_split_into_words=True)['input_ids']]
+    return [len(x) for x in tok([x.text for x in train], truncation=True, max_length=128)['input_ids']]
+
+
 def train_flops(folder, task, data, epochs) -> float:
     "Model FLOPs of the training steps on the real tokens (3 × forward per example per epoch; bench/_e2e.py)."
-    from transformers import AutoConfig, AutoTokenizer
-    cfg, tok = AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    train = data[0]
-    if task == 'ner':
-        lengths = [len(x) for x in tok([list(s.tokens) for s in train], is_split_into_words=True)['input_ids']]
-        head = dict(head_per_token=2 * cfg.hidden_size * len({t for s in train for t in s.tags}))
-    else:
-        lengths = [len(x) for x in tok([x.text for x in train], truncation=True, max_length=128)['input_ids']]
-        head = dict(head_per_seq=2 * (cfg.hidden_size ** 2 + cfg.hidden_size * 2))
-    return 3 * epochs * _e2e.forward_flops(_e2e.shape_of(cfg), lengths, **head)
+    from transformers import AutoConfig
+    cfg, train = AutoConfig.from_pretrained(folder), data[0]
+    head = (dict(head_per_token=2 * cfg.hidden_size * len({t for s in train for t in s.tags})) if task == 'ner'
+            else dict(head_per_seq=2 * (cfg.hidden_size ** 2 + cfg.hidden_size * 2)))
+    return 3 * epochs * _e2e.forward_flops(_e2e.shape_of(cfg), train_lengths(folder, task, data), **head)
+
+
+def padding_line(lengths: list[int]) -> str:
+    """The most length grouping can buy: the share of padding in shuffled batches (the default sampler of both sides)
+    and in length-sorted ones. A step over padded batches does 1 / (1 - share) times the work of the real tokens, so
+    no sampler, and no unpadded attention, can make the default recipe's steps faster than that (attention's quadratic
+    part aside), whatever else costs the same on both sides."""
+    import random
+    shuffled = lengths[:]; random.Random(SEED).shuffle(shuffled)
+    share = lambda xs: 1 - sum(xs) / sum(max(xs[i:i + BATCH]) * len(xs[i:i + BATCH]) for i in range(0, len(xs), BATCH))
+    p = share(shuffled)
+    return (f'padding in batches of {BATCH}: {p:.1%} shuffled, {share(sorted(lengths)):.1%} length-sorted; removing it all makes '
+            f'the steps at most {1 / (1 - p):.2f}x faster (the ceiling of length grouping over the default sampler)')
 
 
 def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> bool:
@@ -269,6 +288,7 @@ def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> boo
         body.append([n, f'{_e2e.median(ep):.1f}', f'{med[n]:.1f}', f'{med[base] / med[n]:.2f}x',
                      ' / '.join(f'{x["quality"]:.4f}' for x in xs)])
     print(_e2e.table(['implementation', 's / epoch (median)', 'total s', 'speed vs transformers', metric], body))
+    print(padding_line(train_lengths(folder, task, data)))
     flops = train_flops(folder, task, data, epochs)
     print(_e2e.peak_line(_e2e.torch.device(device), {n.split(',')[0].replace('transformers Trainer', 'transformers')
                                                      + (' grouped' if ',' in n else ''): flops / med[n] for n in results}))
