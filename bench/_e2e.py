@@ -104,6 +104,13 @@ def machine_line(device: torch.device, threads: int) -> str:
     return f'torch {torch.__version__}, transformers {transformers.__version__}, {device} ({name}), {threads} threads{load}'
 
 
+def padded_share(lengths: Sequence[int], batch: int, sort: bool = False) -> float:
+    "The share of the positions padded batches of `batch` compute that are padding: in the given order, or length-sorted."
+    xs = sorted(lengths) if sort else list(lengths)
+    chunks = [xs[i:i + batch] for i in range(0, len(xs), batch)]
+    return 1 - sum(map(sum, chunks)) / sum(max(c) * len(c) for c in chunks)
+
+
 def peak_line(device: torch.device, achieved: dict[str, float], baseline: str | None = None) -> str:
     """The physical limit for context: the measured fp32 matmul rate and each row's achieved model FLOP/s. With
     `baseline` (a key of `achieved`), also the ceiling: the most any implementation doing the model's full work can gain

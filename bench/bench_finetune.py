@@ -243,13 +243,13 @@ def train_lengths(folder, task, data) -> list[int]:
     return [len(x) for x in tok([x.text for x in train], truncation=True, max_length=128)['input_ids']]
 
 
-def train_flops(folder, task, data, epochs) -> float:
+def train_flops(folder, task, data, epochs, lengths: list[int]) -> float:
     "Model FLOPs of the training steps on the real tokens (3 × forward per example per epoch; bench/_e2e.py)."
     from transformers import AutoConfig
     cfg, train = AutoConfig.from_pretrained(folder), data[0]
     head = (dict(head_per_token=2 * cfg.hidden_size * len({t for s in train for t in s.tags})) if task == 'ner'
             else dict(head_per_seq=2 * (cfg.hidden_size ** 2 + cfg.hidden_size * 2)))
-    return 3 * epochs * _e2e.forward_flops(_e2e.shape_of(cfg), train_lengths(folder, task, data), **head)
+    return 3 * epochs * _e2e.forward_flops(_e2e.shape_of(cfg), lengths, **head)
 
 
 def padding_line(lengths: list[int]) -> str:
@@ -259,9 +259,8 @@ def padding_line(lengths: list[int]) -> str:
     part aside), whatever else costs the same on both sides."""
     import random
     shuffled = lengths[:]; random.Random(SEED).shuffle(shuffled)
-    share = lambda xs: 1 - sum(xs) / sum(max(xs[i:i + BATCH]) * len(xs[i:i + BATCH]) for i in range(0, len(xs), BATCH))
-    p = share(shuffled)
-    return (f'padding in batches of {BATCH}: {p:.1%} shuffled, {share(sorted(lengths)):.1%} length-sorted; removing it all makes '
+    p = _e2e.padded_share(shuffled, BATCH)
+    return (f'padding in batches of {BATCH}: {p:.1%} shuffled, {_e2e.padded_share(lengths, BATCH, sort=True):.1%} length-sorted; removing it all makes '
             f'the steps at most {1 / (1 - p):.2f}x faster (the ceiling of length grouping over the default sampler)')
 
 
@@ -288,8 +287,9 @@ def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> boo
         body.append([n, f'{_e2e.median(ep):.1f}', f'{med[n]:.1f}', f'{med[base] / med[n]:.2f}x',
                      ' / '.join(f'{x["quality"]:.4f}' for x in xs)])
     print(_e2e.table(['implementation', 's / epoch (median)', 'total s', 'speed vs transformers', metric], body))
-    print(padding_line(train_lengths(folder, task, data)))
-    flops = train_flops(folder, task, data, epochs)
+    lengths = train_lengths(folder, task, data)
+    print(padding_line(lengths))
+    flops = train_flops(folder, task, data, epochs, lengths)
     print(_e2e.peak_line(_e2e.torch.device(device), {n.split(',')[0].replace('transformers Trainer', 'transformers')
                                                      + (' grouped' if ',' in n else ''): flops / med[n] for n in results}))
     ok = True

@@ -162,23 +162,11 @@ def passes(impls, texts, batch, rounds) -> tuple[dict, dict]:
     return times, lat
 
 
-def padded_share(lengths, batch: int = 32, sort: bool = False) -> float:
-    "The share of the positions a padded batch computes that are padding: batches of `batch` texts, in order or length-sorted."
-    xs = sorted(lengths) if sort else list(lengths)
-    chunks = [xs[i:i + batch] for i in range(0, len(xs), batch)]
-    return 1 - sum(map(sum, chunks)) / sum(max(c) * len(c) for c in chunks)
-
-
 def padding_line(lengths) -> str:
     """What unpadded (nested/jagged) attention could save: the padding in batches of 32 as the texts come (the pipeline,
     the user loop) and length-sorted (the engine's offline path). Unpadding removes at most that share of the work."""
-    return (f'padding in batches of 32: {padded_share(lengths):.1%} of the positions in the given order (pipeline, user loop), '
-            f'{padded_share(lengths, sort=True):.1%} length-sorted (the engine\'s batch "all"): the most unpadded attention could save there')
-
-
-def real_tokens(folder, texts) -> int:
-    from transformers import AutoTokenizer
-    return sum(len(x) for x in AutoTokenizer.from_pretrained(str(folder))(texts, truncation=True)['input_ids'])
+    return (f'padding in batches of 32: {_e2e.padded_share(lengths, 32):.1%} of the positions in the given order (pipeline, user loop), '
+            f'{_e2e.padded_share(lengths, 32, sort=True):.1%} length-sorted (the engine\'s batch "all"): the most unpadded attention could save there')
 
 
 def main(argv=None) -> int:
@@ -205,9 +193,9 @@ def main(argv=None) -> int:
         cfg = AutoConfig.from_pretrained(str(folders['tagger']))
         for task in a.models.split(','):
             texts = texts_for(task, n)
-            tokens = real_tokens(folders[task], texts)
             from transformers import AutoTokenizer
             lengths = [len(x) for x in AutoTokenizer.from_pretrained(str(folders[task]))(texts, truncation=True)['input_ids']]
+            tokens = sum(lengths)                     # real tokens: [CLS] … [SEP] of each text, no padding
             C = len(cfg.id2label) if task == 'tagger' else 2
             flops = _e2e.forward_flops(_e2e.shape_of(cfg), lengths, **({'head_per_token': 2 * cfg.hidden_size * C} if task == 'tagger'
                                                                     else {'head_per_seq': 2 * (cfg.hidden_size ** 2 + cfg.hidden_size * C)}))

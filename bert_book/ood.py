@@ -133,10 +133,14 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
             x, mask = pad_ids([ids[k] for k in chunk], tokenizer.pad_token_id)
             x, mask = x.to(device), mask.to(device)
             if head: lg, f = classifier_forward(model, x, mask, poolings)
-            else: lg, f = None, {p: sentence_features(enc, mask, p) for enc in [model(x, mask)] for p in poolings}
+            else:
+                enc = model(x, mask)
+                lg, f = None, {p: sentence_features(enc, mask, p) for p in poolings}
+            f = {p: t.float().cpu() for p, t in f.items()}                 # one copy per batch, then rows
+            if lg is not None: lg = lg.float().cpu()
             for j, k in enumerate(chunk):
-                for p in poolings: feats[p][k] = f[p][j].float().cpu()
-                if lg is not None: logits[k] = lg[j].float().cpu()
+                for p in poolings: feats[p][k] = f[p][j]
+                if lg is not None: logits[k] = lg[j]
     finally: model.train(was_training)
     pooled = {p: torch.stack(v) for p, v in feats.items()}
     return TextOutputs(torch.stack(logits) if head else None, pooled[poolings[0]], pooled)
