@@ -184,7 +184,9 @@ def input_ranges(model: nn.Module, names: Sequence[str], batches: Sequence[tuple
     modules, ranges, current = dict(model.named_modules()), {}, {}
     def hook(name):
         def record(module, args):
-            x = args[0][current['mask'][:, :args[0].shape[1]]].abs().amax(0)  # (in_features,); a [CLS]-only block: row 0
+            x = args[0]   # (N, in): an unpadded block's rows are the real tokens; (B, T, in): keep those under the mask
+            if x.dim() == 3: x = x[current['mask'][:, :x.shape[1]]]   # a [CLS]-only block: row 0
+            x = x.abs().amax(0)                                        # (in_features,)
             ranges[name] = torch.maximum(ranges[name], x) if name in ranges else x
         return record
     hooks = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
@@ -244,7 +246,7 @@ def head_importance(model: nn.Module,          # a model with a head, whose forw
     kept = [[h for h in range(N) if h not in cfg.pruned_heads.get(i, ())] for i in range(L)]
     gates = [torch.ones(len(k), requires_grad=True) for k in kept]
     def gate(i):
-        def hook(module, args):                           # args[0]: (B, T, heads · head_dim), the heads side by side
+        def hook(module, args):                           # args[0]: (…, heads · head_dim), the heads side by side
             return (args[0] * gates[i].to(args[0].dtype).repeat_interleave(cfg.head_dim),)
         return hook
     hooks = [layer.attention.output.dense.register_forward_pre_hook(gate(i)) for i, layer in enumerate(bert.encoder.layer)]

@@ -14,8 +14,8 @@ from torch import nn, Tensor
 from .core import BertConfig, get_activation
 
 # %% auto 0
-__all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'eager_attention', 'BertSelfAttention', 'BertOutput',
-           'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertPooler', 'check_inputs',
+__all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'RealTokens', 'eager_attention', 'BertSelfAttention',
+           'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertPooler', 'check_inputs',
            'BertPreTrainedModel', 'BertModelOutput', 'BertModel']
 
 # %% ../nbs/04_encoder.ipynb 7
@@ -53,6 +53,29 @@ def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a re
     return keep[:, None, None, :]                     # (B, 1, 1, T): broadcast over heads and queries
 
 # %% ../nbs/04_encoder.ipynb 17
+@dataclass
+class RealTokens:
+    "Where the real tokens of a padded batch sit: the blocks run on those N rows alone and pad them back only to attend."
+    index: Tensor   # (N,) the real tokens' places in the flattened (B·T) batch, in order
+    batch: int      # B
+    seq_len: int    # T
+
+    @classmethod
+    def from_mask(cls, attention_mask: Tensor) -> RealTokens:   # (B, T): 1 or True for a real token
+        "The real tokens of a padded batch."
+        B, T = attention_mask.shape
+        return cls(attention_mask.reshape(-1).nonzero().squeeze(1), B, T)
+
+    def unpad(self, x: Tensor) -> Tensor:   # (B, T, ...) -> (N, ...)
+        "The real tokens' rows, in order."
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def pad(self, x: Tensor) -> Tensor:     # (N, ...) -> (B, T, ...)
+        "The rows back in their places; zeros at padding."
+        out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.index, x)
+        return out.view(self.batch, self.seq_len, *x.shape[1:])
+
+# %% ../nbs/04_encoder.ipynb 19
 def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
                     mask: Tensor | None = None,       # (B, 1, 1, T) boolean, True = attend
                     dropout_p: float = 0.0,           # dropout on the attention weights (training only)
@@ -63,7 +86,7 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
     weights = scores.softmax(dim=-1).to(q.dtype)                           # each row sums to 1
     return F.dropout(weights, dropout_p) @ v, weights
 
-# %% ../nbs/04_encoder.ipynb 19
+# %% ../nbs/04_encoder.ipynb 21
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention: SDPA by default, the eager path when the weights are wanted."
     def __init__(self, config: BertConfig,
@@ -75,22 +98,25 @@ class BertSelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(H, inner)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def forward(self, x: Tensor,                 # (B, T, H)
+    def forward(self, x: Tensor,                 # (B, T, H), or (N, H): the real tokens only, with `tokens`
                 mask: Tensor | None = None,      # (B, 1, 1, T) boolean, True = attend
                 eager: bool = False,             # write attention out and return its weights
                 queries: Tensor | None = None,   # (B, Tq, H): only these positions ask (default: all of x)
+                tokens: RealTokens | None = None,  # where x's rows sit in the padded (B, T) batch (unpadding, below)
                ) -> tuple[Tensor, Tensor | None]:
-        "Attend over the sequence; returns (B, Tq, H) and, on the eager path, the weights (B, nh, Tq, T)."
-        B, T, H = x.shape
+        "Attend over the sequence; returns (B, Tq, H) (or (N, H) for unpadded x) and, on the eager path, the weights (B, nh, Tq, T)."
+        B = x.shape[0] if tokens is None else tokens.batch
+        padded = (lambda t: t) if tokens is None else tokens.pad       # projections of the real tokens, back in (B, T, ·)
         split = lambda t: t.view(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, ·, hd)
-        q = split(self.query(x if queries is None else queries))                      # (B, nh, Tq, hd)
-        k, v = split(self.key(x)), split(self.value(x))                               # (B, nh, T, hd)
+        q = split(self.query(queries) if queries is not None else padded(self.query(x)))       # (B, nh, Tq, hd)
+        k, v = split(padded(self.key(x))), split(padded(self.value(x)))                          # (B, nh, T, hd)
         p = self.dropout.p if self.training else 0.0
         if eager: y, weights = eager_attention(q, k, v, mask, p)
         else: y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return y.transpose(1, 2).reshape(B, q.shape[2], -1), weights                  # heads merged: (B, Tq, nh·hd)
+        y = y.transpose(1, 2).reshape(B, q.shape[2], -1)                                         # heads merged: (B, Tq, nh·hd)
+        return (y if tokens is None or queries is not None else tokens.unpad(y)), weights
 
-# %% ../nbs/04_encoder.ipynb 26
+# %% ../nbs/04_encoder.ipynb 28
 class BertOutput(nn.Module):
     "Linear map, dropout, residual sum, LayerNorm: the post-LN wrapper after attention and after the feed-forward."
     def __init__(self, in_features: int, config: BertConfig):
@@ -111,9 +137,10 @@ class BertAttention(nn.Module):
         self.output = BertOutput(self.self.num_heads * self.self.head_dim, config)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False,
-                queries: Tensor | None = None) -> tuple[Tensor, Tensor | None]:   # queries: (B, Tq, H), default x
-        "Attend, then add and normalise: (B, Tq, H) and the attention weights (or None)."
-        y, weights = self.self(x, mask, eager, queries)
+                queries: Tensor | None = None,            # (B, Tq, H), default x
+                tokens: RealTokens | None = None) -> tuple[Tensor, Tensor | None]:   # x unpadded: (N, H)
+        "Attend, then add and normalise: (B, Tq, H) (or (N, H)) and the attention weights (or None)."
+        y, weights = self.self(x, mask, eager, queries, tokens)
         return self.output(y, x if queries is None else queries), weights
 
 class BertIntermediate(nn.Module):
@@ -136,12 +163,13 @@ class BertLayer(nn.Module):
         self.output = BertOutput(config.intermediate_size, config)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, eager: bool = False,
-                queries: Tensor | None = None) -> tuple[Tensor, Tensor | None]:   # queries: (B, Tq, H), default x
-        "Transform hidden states (B, T, H) into (B, Tq, H); also return the attention weights (or None)."
-        a, weights = self.attention(x, mask, eager, queries)      # (B, Tq, H)
+                queries: Tensor | None = None,            # (B, Tq, H), default x
+                tokens: RealTokens | None = None) -> tuple[Tensor, Tensor | None]:   # x unpadded: (N, H)
+        "Transform hidden states (B, T, H) into (B, Tq, H) (or (N, H) into (N, H)); also return the attention weights (or None)."
+        a, weights = self.attention(x, mask, eager, queries, tokens)      # (B, Tq, H)
         return self.output(self.intermediate(a), a), weights
 
-# %% ../nbs/04_encoder.ipynb 29
+# %% ../nbs/04_encoder.ipynb 31
 class BertEncoder(nn.Module):
     "The stack of `num_hidden_layers` blocks."
     def __init__(self, config: BertConfig):
@@ -150,15 +178,19 @@ class BertEncoder(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor | None = None, eager: bool = False,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                first_only: bool = False):   # the last block computes position 0 only: its output is (B, 1, H)
-        "Run every block over (B, T, H); returns the last states and the tuples asked for (else None)."
+                first_only: bool = False,    # the last block computes position 0 only: its output is (B, 1, H)
+                tokens: RealTokens | None = None):   # h holds the real tokens only, (N, H): the blocks skip padding
+        "Run every block over (B, T, H) (or its real tokens); returns the last states (B, T, H) and the tuples asked for (else None)."
         hidden_states = [h] if output_hidden_states else None
         attentions = [] if output_attentions else None
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            h, weights = layer(h, mask, eager, h[:, :1] if first_only and i == last else None)
+            queries = None
+            if first_only and i == last: queries = (h if tokens is None else tokens.pad(h))[:, :1]   # (B, 1, H)
+            h, weights = layer(h, mask, eager, queries, tokens)
             if output_hidden_states: hidden_states.append(h)
             if output_attentions: attentions.append(weights)
+        if tokens is not None and not first_only: h = tokens.pad(h)      # (N, H) -> (B, T, H), zeros at padding
         return h, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
 
 class BertPooler(nn.Module):
@@ -171,7 +203,7 @@ class BertPooler(nn.Module):
         "Pool the first token."
         return torch.tanh(self.dense(h[:, 0]))
 
-# %% ../nbs/04_encoder.ipynb 31
+# %% ../nbs/04_encoder.ipynb 33
 def _int_range(name: str, t: Tensor, low: int, high: int, what: str):
     "Raise unless every value of the integer tensor `t` lies in [low, high)."
     lo, hi = (v.item() for v in torch.aminmax(t))
@@ -211,7 +243,7 @@ def check_inputs(config: BertConfig,                 # the model's config
             raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}; expected ({T},), (1, {T}) or ({B}, {T})")
         _int_range('position_ids', position_ids, 0, config.max_position_embeddings, f'max_position_embeddings={config.max_position_embeddings}')
 
-# %% ../nbs/04_encoder.ipynb 34
+# %% ../nbs/04_encoder.ipynb 36
 ATTN_IMPLEMENTATIONS = ('sdpa', 'eager')
 
 class BertPreTrainedModel(nn.Module):
@@ -259,6 +291,11 @@ class BertPreTrainedModel(nn.Module):
         for m in self.modules():
             if isinstance(m, BertModel): m.attn_implementation = name
 
+    def set_unpad(self, on: bool):
+        "Run the blocks of every `BertModel` inside this model on the real tokens only (True, the default) or on every position."
+        for m in self.modules():
+            if isinstance(m, BertModel): m.unpad = bool(on)
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         "How many distinct parameters (tied ones counted once), optionally without the embedding tables."
         skip = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()} if exclude_embeddings else set()
@@ -281,7 +318,7 @@ class BertPreTrainedModel(nn.Module):
             if prefix + key not in state_dict and prefix + source in state_dict:
                 state_dict[prefix + key] = state_dict[prefix + source]
 
-# %% ../nbs/04_encoder.ipynb 36
+# %% ../nbs/04_encoder.ipynb 38
 @dataclass
 class BertModelOutput:
     "What `BertModel` returns (transformers' field names)."
@@ -295,12 +332,13 @@ class BertModel(BertPreTrainedModel):
     def __init__(self, config: BertConfig,
                  add_pooling_layer: bool = True,   # False for heads that read every token (MLM, tagging)
                  attn_implementation: str = 'sdpa',  # 'sdpa' (fused, fast) or 'eager' (written out, returns weights)
+                 unpad: bool = True,               # padded batches: the blocks run on the real tokens only (see below)
                 ):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.attn_implementation = attn_implementation
+        self.attn_implementation, self.unpad = attn_implementation, unpad
         self.init_weights()
 
     @property
@@ -324,6 +362,10 @@ class BertModel(BertPreTrainedModel):
         mask = key_padding_mask(attention_mask)                         # (B, 1, 1, T), or None without padding
         eager = output_attentions or self.attn_implementation == 'eager'
         h = self.embeddings(input_ids, token_type_ids, position_ids)    # (B, T, H)
-        h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions, cls_only)
+        tokens = None   # unpadding: the fast path only (no attention maps, no hidden states, not inside a compiled graph)
+        if self.unpad and mask is not None and not (eager or output_hidden_states or torch.compiler.is_compiling()):
+            tokens = RealTokens.from_mask(attention_mask)
+            h = tokens.unpad(h)                                         # (N, H): the real tokens only
+        h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions, cls_only, tokens)
         pooled = self.pooler(h) if self.pooler is not None else None    # (B, H)
         return BertModelOutput(h, pooled, hidden_states, attentions)

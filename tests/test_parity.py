@@ -58,13 +58,15 @@ def labels_for(name, ids, mask, seed=0):
     return None
 
 
-def outputs(model, ids, mask, types, labels, ours):
-    "The tensors to compare: logits and loss for heads, last hidden state and pooled output for BertModel."
+def outputs(model, ids, mask, types, labels, ours, every_position=False):
+    """The tensors to compare: logits and loss for heads, last hidden state and pooled output for BertModel. Per-token
+    tensors at the real tokens only, unless `every_position` (our unpadded blocks leave padding at 0, chapter 4)."""
     with torch.no_grad():
         if ours: out = model(ids, mask, types, labels=labels) if labels is not None else model(ids, mask, types)
         else: out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, **({'labels': labels} if labels is not None else {}))
-    if hasattr(out, 'logits'): return {'logits': out.logits, **({'loss': out.loss} if labels is not None else {})}
-    return {'last_hidden_state': out.last_hidden_state, 'pooler_output': out.pooler_output}
+    real = lambda t: t if every_position or t.shape[:2] != ids.shape else t[mask.bool()]
+    if hasattr(out, 'logits'): return {'logits': real(out.logits), **({'loss': out.loss} if labels is not None else {})}
+    return {'last_hidden_state': real(out.last_hidden_state), 'pooler_output': out.pooler_output}
 
 
 def max_gap(a, b):
@@ -90,6 +92,8 @@ def test_same_outputs_as_transformers(name, hf_attn, our_attn, direction):
     a, b = outputs(ours, ids, mask, types, y, True), outputs(theirs, ids, mask, types, y, False)
     assert max_gap(a, b) < TOL
     assert max_gap(a, outputs(ours_cls(CONFIG).eval(), ids, mask, types, y, True)) > 1e-3  # the check can fail
+    ours.set_unpad(False)   # every position computed: the same numbers as transformers at the padding too
+    assert max_gap(outputs(ours, ids, mask, types, y, True, True), outputs(theirs, ids, mask, types, y, False, True)) < TOL
 
 
 def test_same_state_dict_keys():

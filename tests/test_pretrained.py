@@ -64,7 +64,8 @@ def outputs(model, enc, ours):
     "Logits of a head, or the last hidden state of a bare encoder."
     kw = dict(input_ids=enc['input_ids'], attention_mask=enc['attention_mask'], token_type_ids=enc['token_type_ids'])
     with torch.no_grad(): out = model(**kw)
-    return out.logits if hasattr(out, 'logits') and out.logits is not None else out.last_hidden_state
+    t = out.logits if hasattr(out, 'logits') and out.logits is not None else out.last_hidden_state
+    return t[enc['attention_mask'].bool()] if t.shape[:2] == enc['input_ids'].shape else t   # real tokens (padding: 0 in ours)
 
 
 def gap(a, b):
