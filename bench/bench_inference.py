@@ -163,10 +163,11 @@ def passes(impls, texts, batch, rounds) -> tuple[dict, dict]:
 
 
 def padding_line(lengths) -> str:
-    """What unpadded (nested/jagged) attention could save: the padding in batches of 32 as the texts come (the pipeline,
-    the user loop) and length-sorted (the engine's offline path). Unpadding removes at most that share of the work."""
-    return (f'padding in batches of 32: {_e2e.padded_share(lengths, 32):.1%} of the positions in the given order (pipeline, user loop), '
-            f'{_e2e.padded_share(lengths, 32, sort=True):.1%} length-sorted (the engine\'s batch "all"): the most unpadded attention could save there')
+    """The padding in batches of 32 as the texts come (what the pipeline and the user loop compute) and length-sorted:
+    the work the engine's unpadded blocks (chapter 4) skip at batch 32, and what its length-sorted batch "all" would
+    carry without them."""
+    return (f'padding in batches of 32: {_e2e.padded_share(lengths, 32):.1%} of the positions in the given order (pipeline, user loop; '
+            f'the engine skips it), {_e2e.padded_share(lengths, 32, sort=True):.1%} length-sorted (the engine\'s batch "all")')
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cli.ipynb 2
 from __future__ import annotations
-import argparse, json, logging, signal, subprocess, sys, tempfile, time
+import argparse, contextlib, io, json, logging, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +21,7 @@ from .serving import Engine, Limits, folder_task, serve
 
 # %% auto 0
 __all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_compress',
-           'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'ServeProcess']
+           'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'run_here', 'ServeProcess']
 
 # %% ../nbs/11_cli.ipynb 7
 PROG = 'bert-book'
@@ -324,6 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+def run_here(*args) -> tuple[int, str, str]:
+    """`bert-book ARGS...` through `main` in this process, its output captured: exit status, standard output, standard
+    error (argparse's usage errors and `--help` exit from inside; their status is returned). For tests and notebooks:
+    no new interpreter, no second import of torch."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code
+    return rc, out.getvalue(), err.getvalue()
 
 # %% ../nbs/11_cli.ipynb 28
 class ServeProcess:

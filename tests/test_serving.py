@@ -23,7 +23,7 @@ from bert_book.core import BertConfig, seed_everything
 from bert_book.data import load_corpus, load_sample, detokenize
 from bert_book.heads import BertForMaskedLM, BertForTokenClassification
 from bert_book.pretrained import save_pretrained
-from bert_book.cli import ServeProcess
+from bert_book.cli import ServeProcess, run_here
 from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app, folder_task
 from bert_book.token_classification import NERPipeline
 from bert_book.tokenizer import train_wordpiece
@@ -350,18 +350,6 @@ def bert_book(*args, stdin=None):
     return p.returncode, p.stdout, p.stderr
 
 
-def bert_book_here(*args):
-    """The same command through `main` in this process (what `bert-book` calls, without starting an interpreter and
-    importing torch again): exit status, output, errors. The real command line is tested by `bert_book` above."""
-    import contextlib, io
-    from bert_book.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: rc = main([str(a) for a in args])
-        except SystemExit as e: rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
 @pytest.mark.parametrize('command', [None, 'train-mlm', 'train-ner', 'predict', 'serve'])
 def test_help(command, capsys):
     from bert_book.cli import main
@@ -408,13 +396,13 @@ def test_user_errors_are_one_line(folders, tmp_path, capsys):
 def test_train_commands_write_model_folders(tmp_path):
     corpus = tmp_path / 'corpus.txt'
     corpus.write_text('\n'.join(load_corpus()[:300]), encoding='utf-8')
-    rc, out, err = bert_book_here('train-mlm', '--corpus', corpus, '--output-dir', tmp_path / 'mlm', '--size', 'tiny',
+    rc, out, err = run_here('train-mlm', '--corpus', corpus, '--output-dir', tmp_path / 'mlm', '--size', 'tiny',
                              '--vocab-size', 500, '--max-length', 32, '--max-steps', 3, '--no-progress')
     assert rc == 0, err
     assert folder_task(tmp_path / 'mlm') == 'masked-lm' and json.loads(out)['texts'] == 300
     train = tmp_path / 'train.conll'
     train.write_text('\n\n'.join('\n'.join(f'{t} {g}' for t, g in zip(s.tokens, s.tags)) for s in load_sample('train')[:64]) + '\n')
-    rc, out, err = bert_book_here('train-ner', '--train', train, '--dev', train, '--encoder', tmp_path / 'mlm',
+    rc, out, err = run_here('train-ner', '--train', train, '--dev', train, '--encoder', tmp_path / 'mlm',
                              '--output-dir', tmp_path / 'ner', '--max-steps', 2, '--no-progress')
     assert rc == 0, err
     assert folder_task(tmp_path / 'ner') == 'token-classification'
@@ -484,7 +472,7 @@ def test_train_cls_and_predict_from_the_command_line(tmp_path):
     for name, xs in (('train.csv', rotten_tomatoes('train')[::50][:120]), ('dev.csv', rotten_tomatoes('dev')[::40][:30])):
         with open(tmp_path / name, 'w', newline='') as f:
             w = csv.writer(f); w.writerow(['text', 'label']); w.writerows((x.text, x.label) for x in xs)
-    rc, out, err = bert_book_here('train-cls', '--train', tmp_path / 'train.csv', '--dev', tmp_path / 'dev.csv', '--output-dir',
+    rc, out, err = run_here('train-cls', '--train', tmp_path / 'train.csv', '--dev', tmp_path / 'dev.csv', '--output-dir',
                                   tmp_path / 'cls', '--size', 'tiny', '--vocab-size', 500, '--max-length', 32, '--max-steps', 3, '--no-progress')
     assert rc == 0, err
     assert json.loads(out)['labels'] == ['negative', 'positive'] and folder_task(tmp_path / 'cls') == 'sequence-classification'
@@ -493,5 +481,5 @@ def test_train_cls_and_predict_from_the_command_line(tmp_path):
     lines = [json.loads(l) for l in out.splitlines()]
     assert [l['text'] for l in lines] == ['A triumph.', 'Dull.'] and all(l['label'] in ('negative', 'positive') for l in lines)
     (tmp_path / 'bad.csv').write_text('text,label\nfine,positive\n,negative\n')
-    rc, out, err = bert_book_here('train-cls', '--train', tmp_path / 'bad.csv', '--dev', tmp_path / 'dev.csv', '--output-dir', tmp_path / 'x')
+    rc, out, err = run_here('train-cls', '--train', tmp_path / 'bad.csv', '--dev', tmp_path / 'dev.csv', '--output-dir', tmp_path / 'x')
     assert rc == 1 and 'bad.csv, line 3: the text is empty' in err and 'Traceback' not in err, err
