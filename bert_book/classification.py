@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .core import BertConfig, seed_everything
+from .core import BertConfig, eval_mode, seed_everything
 from .datasets import LabelledText
 from .heads import BertForSequenceClassification
 from .mlm import compact_config
@@ -170,14 +170,13 @@ def predict_logits(model,                     # a `BertForSequenceClassification
     if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     max_length = limit if max_length is None else min(max_length, limit)
-    device, was_training = next(model.parameters()).device, model.training
-    model.eval()
+    device = next(model.parameters()).device
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
     out = torch.empty(len(ids), model.config.num_labels)
-    for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
-        x, mask = pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id)
-        out[chunk] = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
+            x, mask = pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id)
+            out[chunk] = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
     return out
 
 def evaluate_classifier(model, tokenizer,

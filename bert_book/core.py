@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb 2
 from __future__ import annotations
 import json, math, os, random
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 # %% auto 0
-__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'get_activation', 'BertConfig']
+__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'BertConfig']
 
 # %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
@@ -57,6 +58,16 @@ def seed_everything(seed: int, # the one seed for Python, NumPy and torch (CPU a
     return torch.Generator().manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb 13
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    "Evaluation mode (dropout off) inside the block; afterwards every module is back in its own mode. Free for a model already in evaluation mode."
+    training = [m for m in model.modules() if m.training]
+    for m in training: m.training = False
+    try: yield model
+    finally:
+        for m in training: m.training = True
+
+# %% ../nbs/00_core.ipynb 16
 ACTIVATIONS = {
     'gelu': F.gelu,                                                # exact (erf) GELU: BERT's
     'gelu_new': lambda x: F.gelu(x, approximate='tanh'),           # tanh approximation (GPT-2)
@@ -71,7 +82,7 @@ def get_activation(name: str):
         raise ValueError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
-# %% ../nbs/00_core.ipynb 16
+# %% ../nbs/00_core.ipynb 19
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
                   'max_position_embeddings', 'type_vocab_size', 'num_labels')

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .core import eval_mode
 from .datasets import LabelledText, installed_file
 from .classification import truncate_ids
 from .token_classification import length_sorted_chunks, pad_ids
@@ -123,12 +124,11 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     if not texts: raise ValueError("no texts")
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     max_length = limit if max_length is None else min(max_length, limit)
-    device, was_training = next(model.parameters()).device, model.training
+    device = next(model.parameters()).device
     head = hasattr(model, 'classifier')
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
     logits, feats = [None] * len(ids), {p: [None] * len(ids) for p in poolings}
-    model.eval()
-    try:
+    with eval_mode(model):
         for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
             x, mask = pad_ids([ids[k] for k in chunk], tokenizer.pad_token_id)
             x, mask = x.to(device), mask.to(device)
@@ -141,7 +141,6 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
             for j, k in enumerate(chunk):
                 for p in poolings: feats[p][k] = f[p][j]
                 if lg is not None: logits[k] = lg[j]
-    finally: model.train(was_training)
     pooled = {p: torch.stack(v) for p, v in feats.items()}
     return TextOutputs(torch.stack(logits) if head else None, pooled[poolings[0]], pooled)
 

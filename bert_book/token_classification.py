@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import BertConfig, get_device, seed_everything
+from .core import BertConfig, eval_mode, get_device, seed_everything
 from .data import TaggedSentence, split_tag, tags_to_spans
 from .encoder import BertModel
 from .heads import IGNORE_INDEX, BertForTokenClassification
@@ -317,9 +317,7 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
         for a, b in plan_windows([len(w) for w in words], max_length, overlap):
             windows.append([tokenizer.cls_token_id] + [t for w in words[a:b] for t in w[:budget]] + [tokenizer.sep_token_id])
             where.append((s, a, b))
-    was_training = model.training
-    try: probs = _forward_windows(model.eval(), windows, tokenizer.pad_token_id, batch_size)
-    finally: model.train(was_training)
+    with eval_mode(model): probs = _forward_windows(model, windows, tokenizer.pad_token_id, batch_size)
     best = [[(-1, 0, 0, 0)] * len(words) for words in pieces]   # per word: (distance to an edge, window, position, pieces)
     for k, (s, a, b) in enumerate(where):
         pos, total = 1, len(windows[k]) - 2
