@@ -105,3 +105,52 @@ def test_compiles_without_graph_breaks():
     compiled = torch.compile(m, fullgraph=True)
     with torch.no_grad():
         assert (compiled(IDS, mask).logits - m(IDS, mask).logits).abs().max() < 1e-5
+
+
+# ---- unpadding (chapter 4): the blocks skip padded positions ---------------------------------------------------------
+def _padded_batch(seed=0, lengths=(8, 5, 2, 7, 1)):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+    return torch.randint(4, 50, (len(lengths), T), generator=g) * mask, mask
+
+
+@pytest.mark.parametrize('head', [BertModel, BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification])
+def test_unpadded_blocks_give_the_padded_pass_at_the_real_tokens(head):
+    torch.manual_seed(0)
+    model = head(CONFIG).eval()
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    def run(unpad):
+        model.set_unpad(unpad)
+        out = model(ids, mask)
+        t = out.logits if hasattr(out, 'logits') else out.last_hidden_state
+        return t[real] if t.dim() == 3 else t, out
+    (a, out_a), (b, _) = run(True), run(False)
+    assert (a - b).abs().max().item() < 1e-5
+    if head in (BertModel, BertForTokenClassification):   # per-token outputs: padding is zeros, or the head's bias alone
+        t = out_a.last_hidden_state if head is BertModel else out_a.logits - model.classifier.bias
+        assert t[~real].abs().max().item() == 0.0
+
+
+def test_unpadded_training_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = BertForTokenClassification(CONFIG).eval()     # eval: no dropout, so both passes are deterministic
+    ids, mask = _padded_batch(1)
+    labels = torch.randint(0, CONFIG.num_labels, ids.shape).masked_fill(mask == 0, -100)
+    grads = []
+    for unpad in (True, False):
+        model.set_unpad(unpad); model.zero_grad()
+        model(ids, mask, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) < 1e-5
+
+
+def test_unpadding_steps_aside_for_hidden_states_attentions_and_no_padding(model):
+    ids, mask = _padded_batch(2, lengths=(4, 2))
+    out = model(ids, mask, output_hidden_states=True, output_attentions=True)   # every position, as transformers
+    assert out.last_hidden_state[~mask.bool()].abs().sum().item() > 0
+    assert len(out.hidden_states) == CONFIG.num_hidden_layers + 1 and out.attentions[0].shape == (2, 2, 4, 4)
+    full = model(ids, torch.ones_like(mask))                                    # no padding: nothing to skip
+    assert full.last_hidden_state.shape == (2, 4, CONFIG.hidden_size)
+    assert BertModel(CONFIG, unpad=False).unpad is False and model.unpad is True
