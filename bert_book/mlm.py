@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from .core import BertConfig, seed_everything
+from .core import BertConfig, eval_mode, seed_everything
 from .heads import BertForMaskedLM
 from .masking import MLMCollator
 from .training import Trainer, TrainingConfig, History, evaluate_batches
@@ -143,10 +143,8 @@ def fill_mask(model: BertForMaskedLM, # a masked language model
     where = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
     if len(where) == 0: raise ValueError(f"no {tokenizer.mask_token} in the text: {text!r}")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    logits = model(ids.to(device), attention_mask=enc['attention_mask'].to(device)).logits[0, where.to(device)]  # (M, V)
-    model.train(was_training)
+    with eval_mode(model):
+        logits = model(ids.to(device), attention_mask=enc['attention_mask'].to(device)).logits[0, where.to(device)]  # (M, V)
     logits[:, list(tokenizer.all_special_ids)] = float('-inf')        # never propose [CLS], [PAD], [MASK], ...
     probs, top = logits.float().softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
     return [[{'token': tokenizer.convert_ids_to_tokens(int(i)), 'token_id': int(i), 'score': float(p)}

@@ -14,7 +14,7 @@ from torch import Tensor
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .core import BertConfig, CONFIG_NAME, get_device
+from .core import BertConfig, CONFIG_NAME, eval_mode, get_device
 from .encoder import BertModel, BertPreTrainedModel
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
 from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE
@@ -255,13 +255,11 @@ def encode_sentences(model: BertPreTrainedModel,  # a BertModel, or a model with
     "One vector per text (N, H): the mean-pooled last hidden states, as sentence-transformers computes them."
     if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string")
     encoder = model if isinstance(model, BertModel) else model.bert
-    device, was_training = next(encoder.parameters()).device, encoder.training
-    encoder.eval()
-    vectors = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors='pt').to(device)
-        h = encoder(enc['input_ids'], enc['attention_mask'], enc['token_type_ids']).last_hidden_state   # (b, T, H)
-        vectors.append(mean_pool(h, enc['attention_mask']))                                           # (b, H)
-    encoder.train(was_training)
+    device, vectors = next(encoder.parameters()).device, []
+    with eval_mode(encoder):
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors='pt').to(device)
+            h = encoder(enc['input_ids'], enc['attention_mask'], enc['token_type_ids']).last_hidden_state   # (b, T, H)
+            vectors.append(mean_pool(h, enc['attention_mask']))                                           # (b, H)
     emb = torch.cat(vectors)                                                                          # (N, H)
     return F.normalize(emb, dim=-1) if normalize else emb

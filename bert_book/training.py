@@ -16,7 +16,7 @@ from torch import nn
 from safetensors.torch import save_model, load_file
 from tqdm.auto import tqdm
 
-from .core import get_device
+from .core import eval_mode, get_device
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
@@ -191,22 +191,20 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
     count, over `batches` (each a dict with `labels`; −100 marks positions that do not count). Under torch.distributed
     every process passes its own share of the batches and all get the totals."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    for batch in batches:
-        batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model(**batch, **(forward_kwargs or {}))
-        labels = batch['labels']
-        keep = labels != -100
-        preds = out.logits.argmax(-1)
-        targets = labels[keep] if preds.shape != labels.shape else labels  # a head may return logits for kept positions only
-        if preds.shape == labels.shape: preds = preds[keep]; targets = labels[keep]
-        k = keep.sum()
-        totals += torch.stack([out.loss.double() * k, (preds == targets).sum().double(), k.double()])
+    with eval_mode(model):
+        for batch in batches:
+            batch = to_device(batch, device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = model(**batch, **(forward_kwargs or {}))
+            labels = batch['labels']
+            keep = labels != -100
+            preds = out.logits.argmax(-1)
+            targets = labels[keep] if preds.shape != labels.shape else labels  # a head may return logits for kept positions only
+            if preds.shape == labels.shape: preds = preds[keep]; targets = labels[keep]
+            k = keep.sum()
+            totals += torch.stack([out.loss.double() * k, (preds == targets).sum().double(), k.double()])
     if dist_info()[1] > 1: dist.all_reduce(totals)
-    model.train(was_training)
     loss_sum, correct, count = totals.tolist()
     if count == 0: raise ValueError("evaluation batches hold no labelled position (every label is -100)")
     return {'loss': loss_sum / count, 'accuracy': correct / count, 'n_targets': int(count)}
