@@ -184,6 +184,7 @@ def evaluate_classifier(model, tokenizer,
                         batch_size: int = 64, max_length: int | None = None) -> dict:
     "Loss, accuracy, macro-F1 (and the rest of `classification_scores`) of `model` on `examples`."
     examples = _check_examples(examples, 'example')
+    if not examples: raise ValueError("evaluate_classifier needs at least one example, got none")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     logits = predict_logits(model, tokenizer, [x.text for x in examples], batch_size, max_length)
     gold = [x.label for x in examples]
@@ -256,21 +257,26 @@ class LoRALinear(nn.Module):
         if r < 1: raise ValueError(f"the LoRA rank r must be >= 1, got {r}")
         self.base, self.r, self.scaling = base, r, alpha / r
         for p in base.parameters(): p.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))       # (r, in): down
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))      # (out, r): up, zero so training starts at W
+        # the adapter is kept in float32 beside a bf16 or fp16 base (as peft does): its small updates survive rounding
+        like = dict(device=base.weight.device, dtype=torch.promote_types(base.weight.dtype, torch.float32))
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **like))    # (r, in): down
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **like))   # (out, r): up, zero: training starts at W
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))              # as nn.Linear (and peft) initialise
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:                               # (..., in) -> (..., out)
-        return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        update = self.dropout(x).to(self.lora_A.dtype) @ self.lora_A.T @ self.lora_B.T
+        return self.base(x) + (update * self.scaling).to(x.dtype)
 
     def merged(self) -> nn.Linear:
         "One plain Linear with W + (alpha / r) · B A: the same function, no extra cost at inference."
-        out = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None)
-        with torch.no_grad():
-            out.weight.copy_(self.base.weight + self.scaling * self.lora_B @ self.lora_A)
+        w = self.base.weight
+        out = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                        device=w.device, dtype=w.dtype)          # a bf16 or fp16 model stays in its precision
+        with torch.no_grad():                                   # the sum in float32, rounded once
+            out.weight.copy_(w.float() + self.scaling * self.lora_B.float() @ self.lora_A.float())
             if self.base.bias is not None: out.bias.copy_(self.base.bias)
-        return out.to(self.base.weight.device)
+        return out
 
 def _replace(model: nn.Module, name: str, new: nn.Module):
     parent, _, child = name.rpartition('.')

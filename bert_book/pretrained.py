@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pretrained.ipynb 2
 from __future__ import annotations
-import copy, json, logging
+import copy, hashlib, json, logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -22,9 +22,9 @@ from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONF
 _logger = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'TASKS', 'find_weights', 'load_state_dict', 'load_config',
-           'align_keys', 'LoadingInfo', 'load_weights', 'from_pretrained', 'save_pretrained', 'mean_pool',
-           'encode_sentences']
+__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'TASKS', 'OWN_LOADERS', 'find_weights', 'load_state_dict',
+           'weights_sha256', 'load_config', 'align_keys', 'LoadingInfo', 'load_weights', 'from_pretrained',
+           'save_pretrained', 'mean_pool', 'encode_sentences']
 
 # %% ../nbs/09_pretrained.ipynb 7
 WEIGHTS_NAME = 'model.safetensors'                   # what transformers writes today
@@ -47,15 +47,25 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
 
-def _read_shards(index: Path) -> dict[str, Tensor]:
-    "Every tensor of a sharded checkpoint, shard by shard as its index lists them."
+def _weight_map(index: Path) -> dict[str, str]:
+    "A shard index's tensor name -> shard file map; every shard must be a file inside the index's folder."
     try: weight_map = json.loads(index.read_text(encoding='utf-8'))['weight_map']
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{index}: not a shard index with a 'weight_map' ({type(e).__name__}: {e})") from None
-    state = {}
-    for shard in sorted(set(weight_map.values())):
-        if not (index.parent / shard).is_file(): raise FileNotFoundError(f"{index} names the shard {shard}, which is not in {index.parent}")
-        state.update(_read_safetensors(index.parent / shard))
+    if not isinstance(weight_map, dict) or not all(isinstance(s, str) for s in weight_map.values()):
+        raise ValueError(f"{index}: 'weight_map' must map tensor names to shard file names")
+    folder = index.parent.resolve()
+    for shard in set(weight_map.values()):
+        if Path(shard).is_absolute() or folder not in (folder / shard).resolve().parents:
+            raise ValueError(f"{index} names the shard {shard!r}, which is outside its folder {index.parent}")
+        if not (folder / shard).is_file():
+            raise FileNotFoundError(f"{index} names the shard {shard}, which is not in {index.parent}")
+    return weight_map
+
+def _read_shards(index: Path) -> dict[str, Tensor]:
+    "Every tensor of a sharded checkpoint, shard by shard as its index lists them."
+    weight_map, state = _weight_map(index), {}
+    for shard in sorted(set(weight_map.values())): state.update(_read_safetensors(index.parent / shard))
     missing = sorted(set(weight_map) - set(state))
     if missing: raise ValueError(f"{index}: its shards lack {len(missing)} tensors it lists, e.g. {missing[:3]}")
     return state
@@ -81,9 +91,27 @@ def load_state_dict(path: str | Path, # a weights file (.safetensors, .index.jso
     if path.suffix == '.safetensors': return _read_safetensors(path)
     return _read_pickle(path)
 
+def _file_sha256(path: Path) -> str:
+    "The SHA-256 of a file, read in 1 MiB blocks."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def weights_sha256(folder: str | Path, # a checkpoint folder
+                  ) -> str:
+    "The SHA-256 of what a folder's model is made of: its weights file, or a shard index together with every shard."
+    path = find_weights(folder)
+    if not path.name.endswith('.index.json'): return _file_sha256(path)
+    h = hashlib.sha256(_file_sha256(path).encode())
+    for shard in sorted(set(_weight_map(path).values())): h.update(f"\n{shard}\n{_file_sha256(path.parent / shard)}".encode())
+    return h.hexdigest()
+
 # %% ../nbs/09_pretrained.ipynb 12
 TASKS = {None: BertModel, 'masked-lm': BertForMaskedLM, 'token-classification': BertForTokenClassification,
          'sequence-classification': BertForSequenceClassification}  # task -> the model class that `from_pretrained` builds
+# architectures with parts the plain class of their task has no place for: their task, and the loader that keeps them
+OWN_LOADERS = {'BertCRFForTokenClassification': ('token-classification', 'bert_book.crf.load_tagger')}
 _LABEL_FIELDS = ('num_labels', 'id2label', 'label2id')
 
 def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
@@ -190,6 +218,10 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
     config = load_config(folder, **config_overrides)
+    for name in config.extra.get('architectures') or []:
+        if OWN_LOADERS.get(name, (None,))[0] == task:
+            raise ValueError(f"{folder}/config.json names {name}, which a plain {TASKS[task].__name__} would load "
+                             f"without its own parts; load it with {OWN_LOADERS[name][1]}({str(folder)!r})")
     weights = find_weights(folder)
     state = load_state_dict(weights)                 # a broken file fails here, before a model is built
     model = TASKS[task](config, attn_implementation=attn_implementation)
@@ -204,6 +236,17 @@ def _files_written(tokenizer) -> list[str]:
     "The names `save_pretrained` writes."
     return [CONFIG_NAME, WEIGHTS_NAME] + ([TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
                                          if tokenizer is not None else [])
+
+def _check_plain_weights(model: BertPreTrainedModel, state: dict[str, Tensor], folder: Path):
+    """Refuse a model whose weights a fresh model of its class and config would not have: an unmerged adapter
+    (`lora_A`, `base.weight`), a quantised or re-parametrised module. Such a folder could not be loaded back."""
+    with torch.device('meta'): plain = set(type(model)(model.config).state_dict()) - set(model._tied_weights_keys)
+    surplus, lacking = sorted(set(state) - plain), sorted(plain - set(state))
+    if surplus or lacking:
+        what = f"holds {len(surplus)} weights a plain {type(model).__name__} has not ({_short(surplus, 3)})" if surplus \
+               else f"lacks {len(lacking)} weights of a plain {type(model).__name__} ({_short(lacking, 3)})"
+        raise ValueError(f"cannot save in {folder}: the model {what}, so the folder could not be loaded back; "
+                         "merge adapters (LoRA) or undo quantisation first")
 
 def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or model with a head
                     tokenizer: BertTokenizer | None,  # its tokenizer; None writes the model only
@@ -224,6 +267,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if isinstance(model, BertForMaskedLM): config.extra['tie_word_embeddings'] = True
     tied = model._tied_weights_keys                                    # written once, under the source's name
     state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items() if k not in tied}
+    _check_plain_weights(model, state, folder)
     # the dtype the weights are written in, not the one of the folder they came from: transformers loads a model in
     # the config's dtype, so a stale float16 would run fine-tuned fp32 weights in fp16 without a word
     floats = [v.dtype for v in state.values() if v.is_floating_point()]

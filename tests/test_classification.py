@@ -220,3 +220,31 @@ def test_saved_classifier_loads_in_transformers_and_back(tok, tmp_path):
     back = from_pretrained(tmp_path / 'hf', 'sequence-classification', device='cpu')
     with torch.no_grad(): again = back(enc['input_ids'], attention_mask=enc['attention_mask']).logits
     assert torch.allclose(again, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_lora_merges_in_the_models_precision(tok, dtype):
+    model = add_lora(new_classifier(LABELS, config=tiny(tok)).to(dtype), r=4, alpha=8).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear): m.lora_B.normal_()
+    enc = tok(TEXTS, padding=True, return_tensors='pt')
+    with torch.no_grad():
+        before = model(enc['input_ids'], attention_mask=enc['attention_mask']).logits
+        merged = merge_lora(model)
+        after = merged(enc['input_ids'], attention_mask=enc['attention_mask']).logits
+    assert {p.dtype for p in merged.parameters()} == {dtype}
+    assert (after.float() - before.float()).abs().max() < 0.05
+
+
+def test_unmerged_lora_is_not_saved(tok, tmp_path):
+    model = add_lora(new_classifier(LABELS, config=tiny(tok)), r=4, alpha=8)
+    with pytest.raises(ValueError, match='merge adapters'): save_pretrained(model, tok, tmp_path / 'unmerged')
+    assert not (tmp_path / 'unmerged').exists()                 # refused before anything is written
+    back = from_pretrained(save_pretrained(merge_lora(model), tok, tmp_path / 'merged'), 'sequence-classification', device='cpu')
+    assert set(back.state_dict()) == set(new_classifier(LABELS, config=tiny(tok)).state_dict())
+
+
+def test_evaluate_classifier_on_no_examples_says_so(tok):
+    with pytest.raises(ValueError, match='at least one example'):
+        evaluate_classifier(new_classifier(LABELS, config=tiny(tok)), tok, [])

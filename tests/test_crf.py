@@ -23,7 +23,7 @@ from bert_book.crf import (CRF, BertCRFForTokenClassification, allowed_transitio
 from bert_book.data import TaggedSentence, load_corpus, sequence_error
 from bert_book.datasets import read_wnut, wnut16
 from bert_book.heads import BertForTokenClassification
-from bert_book.pretrained import save_pretrained, load_state_dict
+from bert_book.pretrained import from_pretrained, save_pretrained, load_state_dict
 from bert_book.serving import BackgroundServer, Engine, create_app, folder_task, engine_info
 from bert_book.token_classification import NERPipeline, encode_ner, NERCollator, train_ner, predict_ner
 from bert_book.tokenizer import train_wordpiece
@@ -336,3 +336,10 @@ def test_cli_predict_decode(tiny):
     assert [(e['text'], e['label']) for e in got] == [(e['text'], e['label']) for e in want]
     rc, _, err = cli('predict', tiny['plain_dir'], 'Paris', '--decode', 'crf')
     assert rc == 1 and 'CRF head' in err and 'Traceback' not in err
+
+
+def test_a_crf_folder_is_not_loaded_without_its_crf(tiny):
+    with pytest.raises(ValueError, match='BertCRFForTokenClassification.*load_tagger'):
+        from_pretrained(tiny['crf_dir'], 'token-classification', device='cpu')
+    assert type(from_pretrained(tiny['crf_dir'], device='cpu')).__name__ == 'BertModel'   # its encoder alone: fine
+    assert has_crf(load_tagger(tiny['crf_dir'], device='cpu'))

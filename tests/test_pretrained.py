@@ -354,3 +354,41 @@ def test_save_pretrained_writes_the_dtype_it_saved(tmp_path):
     assert json.loads((half / 'config.json').read_text())['torch_dtype'] == 'float16'
     theirs = transformers.AutoModel.from_pretrained(folder)
     assert next(theirs.parameters()).dtype == torch.float32
+
+
+# ---- what a folder's model is made of --------------------------------------------------------------------------------
+def _sharded(small_config, folder):
+    d = {k: v for k, v in small_config.to_dict().items() if k != 'model_type'}
+    nudged(transformers.BertForTokenClassification(transformers.BertConfig(**d))).save_pretrained(folder, max_shard_size='20KB')
+    return folder
+
+
+def test_weights_digest_covers_every_shard(small_config, tmp_path):
+    from bert_book.pretrained import weights_sha256
+    folder = _sharded(small_config, tmp_path / 'sharded')
+    before = weights_sha256(folder)
+    shard = sorted(folder.glob('model-*.safetensors'))[-1]
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(shard)
+    save_file({k: v + 1 for k, v in tensors.items()}, str(shard), metadata={'format': 'pt'})   # same names, other values
+    assert (folder / 'model.safetensors.index.json').is_file()
+    assert weights_sha256(folder) != before
+    single = tmp_path / 'single'
+    save_pretrained(from_pretrained(folder, 'token-classification', device='cpu'), None, single)
+    import hashlib
+    assert weights_sha256(single) == hashlib.sha256((single / 'model.safetensors').read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize('where', ['../outside.safetensors', 'ABSOLUTE'])
+def test_shard_names_may_not_leave_the_folder(where, small_config, tmp_path):
+    folder = _sharded(small_config, tmp_path / 'sharded')
+    index = folder / 'model.safetensors.index.json'
+    meta = json.loads(index.read_text())
+    first = sorted(set(meta['weight_map'].values()))[0]
+    outside = (tmp_path / 'outside.safetensors').resolve()
+    shutil.copy(folder / first, outside)
+    name = str(outside) if where == 'ABSOLUTE' else where
+    meta['weight_map'] = {k: (name if v == first else v) for k, v in meta['weight_map'].items()}
+    index.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match='outside its folder'): load_state_dict(folder)
+    with pytest.raises(ValueError, match='outside its folder'): from_pretrained(folder, 'token-classification')
