@@ -14,9 +14,9 @@ from torch import nn, Tensor
 from .core import BertConfig, get_activation
 
 # %% auto 0
-__all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'RealTokens', 'eager_attention', 'BertSelfAttention',
-           'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertPooler', 'check_inputs',
-           'BertPreTrainedModel', 'BertModelOutput', 'BertModel']
+__all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'computed_positions', 'RealTokens', 'eager_attention',
+           'BertSelfAttention', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder',
+           'BertPooler', 'check_inputs', 'BertPreTrainedModel', 'BertModelOutput', 'BertModel']
 
 # %% ../nbs/04_encoder.ipynb 7
 class BertEmbeddings(nn.Module):
@@ -53,25 +53,33 @@ def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a re
     return keep[:, None, None, :]                     # (B, 1, 1, T): broadcast over heads and queries
 
 # %% ../nbs/04_encoder.ipynb 17
+def computed_positions(attention_mask: Tensor) -> Tensor:   # (B, T): 1 or True for a real token
+    """The (B, T) boolean map of the positions the unpadded blocks compute: the real tokens, and position 0 of every
+    row with a real token, even when it is padding (left padding). Position 0 is only ever a query there, never a key
+    (the attention mask still hides it), so it comes out as in the every-position pass, which the pooler reads."""
+    keep = attention_mask.bool()
+    first = keep.any(-1, keepdim=True)                                # (B, 1): rows with text; an all-padding row stays empty
+    return torch.cat([keep[:, :1] | first, keep[:, 1:]], dim=-1)
+
 @dataclass
 class RealTokens:
-    "Where the real tokens of a padded batch sit: the blocks run on those N rows alone and pad them back only to attend."
-    index: Tensor   # (N,) the real tokens' places in the flattened (B·T) batch, in order
+    "Where the computed rows of a padded batch sit: the blocks run on those N rows alone and pad them back only to attend."
+    index: Tensor   # (N,) the real tokens' places in the flattened (B·T) batch, and position 0 of each row, in order
     batch: int      # B
     seq_len: int    # T
 
     @classmethod
     def from_mask(cls, attention_mask: Tensor) -> RealTokens:   # (B, T): 1 or True for a real token
-        "The real tokens of a padded batch."
+        "The real tokens of a padded batch, and position 0 of every row that has one (what the pooler reads)."
         B, T = attention_mask.shape
-        return cls(attention_mask.reshape(-1).nonzero().squeeze(1), B, T)
+        return cls(computed_positions(attention_mask).reshape(-1).nonzero().squeeze(1), B, T)
 
     def unpad(self, x: Tensor) -> Tensor:   # (B, T, ...) -> (N, ...)
-        "The real tokens' rows, in order."
+        "The computed rows, in order."
         return x.flatten(0, 1).index_select(0, self.index)
 
     def pad(self, x: Tensor) -> Tensor:     # (N, ...) -> (B, T, ...)
-        "The rows back in their places; zeros at padding."
+        "The rows back in their places; zeros at the positions that were not computed."
         out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.index, x)
         return out.view(self.batch, self.seq_len, *x.shape[1:])
 
