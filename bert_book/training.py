@@ -203,7 +203,8 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
             targets = labels[keep] if preds.shape != labels.shape else labels  # a head may return logits for kept positions only
             if preds.shape == labels.shape: preds = preds[keep]; targets = labels[keep]
             k = keep.sum()
-            totals += torch.stack([out.loss.double() * k, (preds == targets).sum().double(), k.double()])
+            loss_sum = torch.where(k > 0, out.loss.double() * k, 0.0)   # no labelled position: its mean is NaN, add nothing
+            totals += torch.stack([loss_sum, (preds == targets).sum().double(), k.double()])
     if dist_info()[1] > 1: dist.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()
     if count == 0: raise ValueError("evaluation batches hold no labelled position (every label is -100)")

@@ -67,6 +67,30 @@ def test_early_stopping_stops():
     assert [r['step'] for r in history.eval][-3] == history.best_step
 
 
+def test_an_evaluation_batch_without_labels_adds_nothing():
+    "A batch whose labels are all -100 (an MLM batch where nothing was masked) neither adds to the loss nor makes it NaN."
+    from bert_book.training import evaluate_batches
+    seed_everything(0)
+    model = BertForTokenClassification(BertConfig(**TINY)).eval()
+    good, other = stack(toy(8, seed=1)), stack(toy(4, seed=2))
+    empty = {**stack(toy(4, seed=3)), 'labels': torch.full((4, 10), -100)}
+    both, with_empty = evaluate_batches(model, [good, other]), evaluate_batches(model, [good, empty, other])
+    assert with_empty['n_targets'] == both['n_targets'] == 120
+    assert with_empty['loss'] == pytest.approx(both['loss'], rel=1e-12) and with_empty['accuracy'] == both['accuracy']
+
+
+def test_the_best_evaluation_is_found_with_an_unlabelled_evaluation_batch():
+    "metric_for_best='loss' compares numbers, not NaNs: a later, better evaluation is the best one."
+    seed_everything(0)
+    model = BertForTokenClassification(BertConfig(**TINY))
+    valid = [stack(toy(16, seed=1)), {**stack(toy(4, seed=2)), 'labels': torch.full((4, 10), -100)}]
+    cfg = TrainingConfig(max_steps=4, batch_size=16, lr=3e-3, warmup_steps=0, eval_every=1, progress=False, device='cpu')
+    history = Trainer(model, cfg, toy(64), stack, eval_batches=valid).fit()
+    losses = [r['loss'] for r in history.eval]
+    assert all(l == l for l in losses), losses                         # no NaN
+    assert history.best_step == history.eval[losses.index(min(losses))]['step'] > history.eval[0]['step'], losses
+
+
 def test_schedule_and_batches():
     assert lr_lambda(0, 100, 10) == pytest.approx(0.1) and lr_lambda(10, 100, 10) == 1.0 and lr_lambda(99, 100, 10) > 0
     b = batch_schedule(103, 10, epoch=2, seed=5)
