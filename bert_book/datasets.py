@@ -58,24 +58,50 @@ def _format_of(path: Path, format: str | None) -> tuple[str, callable]:
     if format not in FORMATS: raise ValueError(f"format={format!r}; choose one of {FORMATS}")
     return format, opener
 
+def _csv_records(f) -> Iterable[tuple[int, list[str]]]:
+    "(first line, fields) of each CSV record, quoted as RFC 4180 says (a field may span lines); no blank lines."
+    reader, start = csv.reader(f), 1
+    for fields in reader:
+        if fields: yield start, fields
+        start = reader.line_num + 1
+
+def _tsv_records(f) -> Iterable[tuple[int, list[str]]]:
+    "(line, fields) of each line split on tabs, read literally (no quoting: a quote is text); no blank lines."
+    for n, line in enumerate(f, 1):
+        line = line.removesuffix('\n').removesuffix('\r')   # the line ending ('\n' or '\r\n'), nothing else
+        if line: yield n, line.split('\t')
+
+def _fields(n: int) -> str: return f"{n} field" if n == 1 else f"{n} fields"
+
+def _named_rows(path: Path, records: Iterable[tuple[int, list[str]]]) -> Iterable[tuple[int, dict]]:
+    "Each record after the first (the header) as a dict keyed by the header; one of another length is an error."
+    header = None
+    for n, fields in records:
+        if header is None: header = fields
+        elif len(fields) != len(header):
+            raise ValueError(f"{path}, line {n}: {_fields(len(fields))}, the header has {len(header)}")
+        else: yield n, dict(zip(header, fields))
+
+def _json_rows(path: Path, f) -> Iterable[tuple[int, dict]]:
+    "(line, object) of each non-blank line of a JSON-lines file; a line that is not a JSON object is an error."
+    for n, line in enumerate(f, 1):
+        if not line.strip(): continue
+        try: row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+# How each format's lines end: csv.reader wants the endings untouched; a TSV line ends at '\n' (or '\r\n') only.
+_NEWLINE = {'csv': '', 'tsv': '\n', 'jsonl': None}
+
 def _rows(path: Path, format: str, opener) -> Iterable[tuple[int, dict]]:
     "(line number, row as a dict) for each record of the file; a malformed record is an error naming its line."
-    with opener(path, 'rt', encoding='utf-8', newline='' if format != 'jsonl' else None) as f:
-        if format == 'jsonl':
-            for n, line in enumerate(f, 1):
-                if not line.strip(): continue
-                try: row = json.loads(line)
-                except json.JSONDecodeError as e: raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict): raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-                yield n, row
-            return
-        reader = csv.DictReader(f, delimiter=',' if format == 'csv' else '\t')
-        if reader.fieldnames is None: return
-        start = reader.line_num + 1
-        for row in reader:
-            if None in row: raise ValueError(f"{path}, line {start}: {len(reader.fieldnames) + len(row[None])} fields, the header has {len(reader.fieldnames)}")
-            yield start, row
-            start = reader.line_num + 1
+    # 'utf-8-sig' reads UTF-8 with or without the byte-order mark that Excel and many Windows tools write
+    with opener(path, 'rt', encoding='utf-8-sig', newline=_NEWLINE[format]) as f:
+        if format == 'jsonl': yield from _json_rows(path, f)
+        else: yield from _named_rows(path, _csv_records(f) if format == 'csv' else _tsv_records(f))
 
 def read_labelled_texts(path: str | os.PathLike,      # a .csv, .tsv or .jsonl file, optionally .gz, .bz2 or .xz
                         text_column: str = 'text',    # the column (or JSON key) of the text
