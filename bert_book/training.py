@@ -20,7 +20,8 @@ from .core import eval_mode, get_device
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
-           'batch_schedule', 'dist_info', 'init_distributed', 'to_device', 'History', 'evaluate_batches', 'Trainer']
+           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'to_device', 'History', 'evaluate_batches',
+           'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
 SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
@@ -141,6 +142,18 @@ def init_distributed(device: torch.device | None = None) -> torch.device:
         dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
     return device
 
+_RANK_SEED: int | None = None   # the seed `seed_rank` last gave this process, so that a second Trainer keeps it
+
+def seed_rank(rank: int):  # this process's rank
+    """Give this process its own torch random stream for the model's draws (dropout masks): rank 0 keeps its stream, rank
+    r > 0 is reseeded with `torch.initial_seed() + r * 1_000_003`. Every process was seeded alike (`seed_everything`),
+    so without this every rank would draw the same dropout masks. The data order has its own generator
+    (`batch_schedule`) and a masking collator its own (`set_rank`), so neither changes."""
+    global _RANK_SEED
+    if rank == 0 or torch.initial_seed() == _RANK_SEED: return
+    _RANK_SEED = (torch.initial_seed() + rank * 1_000_003) % 2**63
+    torch.manual_seed(_RANK_SEED)                        # the CPU and every GPU
+
 # %% ../nbs/06_training.ipynb 22
 def _autocast_dtype(precision: str, device: torch.device):
     "The autocast dtype for `precision` on `device`, or None for fp32."
@@ -239,7 +252,8 @@ class Trainer:
         self.train_model = model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)   # rank 0's weights everywhere
+            seed_rank(self.rank)   # after the weights are shared: each rank its own dropout masks
         self.amp_dtype = _autocast_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.optimizer = make_optimizer(model, config, self.device)
@@ -375,14 +389,20 @@ def _load_best(self: Trainer):
 Trainer.evaluate, Trainer._evaluate_and_keep_best, Trainer._load_best = _evaluate, _evaluate_and_keep_best, _load_best
 
 # %% ../nbs/06_training.ipynb 42
+def _torch_rng_state() -> dict:
+    "This process's torch random state: the CPU's and every GPU's."
+    return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
 def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = False) -> Path | None:
     """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
     scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
     gen = getattr(self.collate_fn, 'generator', None)
     collate_rngs = [gen.get_state() if isinstance(gen, torch.Generator) else None]   # each process masks its own way
+    torch_rngs = [_torch_rng_state()]                                             # and draws its own dropout masks
     if self.world > 1 and not weights_only:
-        collate_rngs = [None] * self.world
+        collate_rngs, torch_rngs = [None] * self.world, [None] * self.world
         dist.all_gather_object(collate_rngs, gen.get_state() if isinstance(gen, torch.Generator) else None)
+        dist.all_gather_object(torch_rngs, _torch_rng_state())
     if self.rank != 0:
         if self.world > 1: dist.barrier()
         return None
@@ -393,8 +413,7 @@ def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = Fal
         state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                  'scaler': self.scaler.state_dict(), 'step': self.step, 'epoch': self.epoch,
                  'step_in_epoch': self.step_in_epoch, 'bad_evals': self.bad_evals,
-                 'rng_cpu': torch.get_rng_state(),
-                 'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 'rng_cpu': torch_rngs[0]['cpu'], 'rng_cuda': torch_rngs[0]['cuda'], 'rng_ranks': torch_rngs,
                  'collate_rng': collate_rngs[0], 'collate_rng_ranks': collate_rngs,
                  'training_config': json.dumps(asdict(self.cfg), default=str)}
         torch.save(state, folder / 'trainer_state.pt')
@@ -414,8 +433,10 @@ def _load_checkpoint(self: Trainer, folder: str | Path):
     self.scaler.load_state_dict(state['scaler'])
     self.step, self.epoch = state['step'], state['epoch']
     self.step_in_epoch, self.bad_evals = state['step_in_epoch'], state['bad_evals']
-    torch.set_rng_state(state['rng_cpu'])
-    if state['rng_cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['rng_cuda'])
+    ranks = state.get('rng_ranks') or []   # each process's own random state (older checkpoints: rank 0's only)
+    rng = ranks[self.rank] if len(ranks) == self.world else {'cpu': state['rng_cpu'], 'cuda': state['rng_cuda']}
+    torch.set_rng_state(rng['cpu'])
+    if rng['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(rng['cuda'])
     gen = getattr(self.collate_fn, 'generator', None)
     rngs = state.get('collate_rng_ranks') or [state['collate_rng']]
     if len(rngs) != self.world and self.rank == 0 and any(r is not None for r in rngs):

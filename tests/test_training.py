@@ -256,6 +256,19 @@ DDP_ISSUE17 = textwrap.dedent('''
         t = Trainer(model, TrainingConfig(num_epochs=1, batch_size=bs, grad_accum_steps=accum, lr=3e-3, progress=False,
                                           device='cpu'), examples, stack, eval_batches=[stack(examples[:32])])
         return t, model, t.fit().eval[-1]['loss']
+    def dropout_run():
+        "Two steps with dropout on identical examples: the embedding dropout's masks of each step, and the weights."
+        seed_everything(0)
+        dropped = BertForTokenClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, max_position_embeddings=32, num_labels=4, hidden_dropout_prob=0.5))
+        masks = []
+        def record(module, args, output):
+            if module.training: masks.append(output == 0)
+        dropped.bert.embeddings.dropout.register_forward_hook(record)
+        same = [{'input_ids': torch.arange(5, 17), 'labels': torch.arange(12) % 4}] * 16
+        Trainer(dropped, TrainingConfig(max_steps=2, batch_size=4, lr=1e-3, progress=False, device='cpu'), same,
+                stack).fit()
+        return torch.stack(masks), dropped.state_dict()
     res = {}
     if mode == 'single':
         for bs, accum in ((16, 1), (4, 4)):
@@ -264,6 +277,8 @@ DDP_ISSUE17 = textwrap.dedent('''
         t, model, loss = epoch_run(16, 2)
         torch.save(model.state_dict(), f'{out}/w_epoch_1proc.pt')
         with open(f'{out}/epoch_1proc.json', 'w') as f: json.dump({'eval_loss': loss}, f)
+        masks, _ = dropout_run()
+        torch.save(masks, f'{out}/dropout_1proc.pt')
         sys.exit(0)
     # 1. 2 processes x 8: the weights of 1 x 16
     t, model = weights_run(8, 1)
@@ -295,6 +310,8 @@ DDP_ISSUE17 = textwrap.dedent('''
                  loss_fn=lambda logits, labels: logits.float().mean() * 0)
     t2.load_checkpoint(f'{out}/mlm/last')
     res['own_state_restored'] = bool(torch.equal(collate2.generator.get_state(), collate.generator.get_state()))
+    mine_saved = (state.get('rng_ranks') or [None, None])[rank]
+    res['own_rng_restored'] = mine_saved is not None and bool(torch.equal(torch.get_rng_state(), mine_saved['cpu']))
     # 3. steps per epoch count what runs: 9 examples, global batch 8 -> [8], [1]; the 1 is dropped under 2 processes
     seed_everything(0)
     t = Trainer(BertForTokenClassification(config), TrainingConfig(num_epochs=2, batch_size=4, lr=1e-3, progress=False,
@@ -321,6 +338,10 @@ DDP_ISSUE17 = textwrap.dedent('''
     except FloatingPointError as e: msg = str(e)
     res['nan'] = msg
     res['finite_weights'] = all(bool(torch.isfinite(p).all()) for p in t.model.parameters())
+    # 6. dropout: each rank draws its own masks for the same-shaped batch; the weights stay the same on every rank
+    masks, weights = dropout_run()
+    torch.save(masks, f'{out}/dropout_{rank}.pt')
+    torch.save(weights, f'{out}/w_dropout_{rank}.pt')
     with open(f'{out}/res_{rank}.json', 'w') as f: json.dump(res, f)
 ''')
 
@@ -363,3 +384,10 @@ def test_ddp(tmp_path, monkeypatch):
     for r in res:
         assert 'nan' in r, err
         assert 'non-finite training loss at step 2' in r['nan'] and r['finite_weights'], r['nan']
+    d1, d0, d2 = (torch.load(tmp_path / f'dropout_{n}.pt', weights_only=True) for n in ('1proc', 0, 1))
+    assert d0.shape == d2.shape == d1.shape and 0.3 < d0.float().mean() < 0.7
+    assert not torch.equal(d0, d2)                                  # the two ranks dropped different units
+    assert torch.equal(d0, d1)                                      # rank 0 draws what one process draws
+    w0, w2 = (torch.load(tmp_path / f'w_dropout_{r}.pt', weights_only=True) for r in (0, 1))
+    assert max_gap(w0, w2) == 0.0                                   # and the weights stay in sync
+    for r in res: assert r['own_rng_restored']                      # each rank resumes its own dropout stream
