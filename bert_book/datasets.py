@@ -73,13 +73,15 @@ def _tsv_records(f) -> Iterable[tuple[int, list[str]]]:
 
 def _fields(n: int) -> str: return f"{n} field" if n == 1 else f"{n} fields"
 
-def _named_rows(path: Path, records: Iterable[tuple[int, list[str]]]) -> Iterable[tuple[int, dict]]:
+def _named_rows(path: Path, records: Iterable[tuple[int, list[str]]], # (line, fields), the header first
+                note: str = '',      # added to the error on a record of the wrong length
+               ) -> Iterable[tuple[int, dict]]:
     "Each record after the first (the header) as a dict keyed by the header; one of another length is an error."
     header = None
     for n, fields in records:
         if header is None: header = fields
         elif len(fields) != len(header):
-            raise ValueError(f"{path}, line {n}: {_fields(len(fields))}, the header has {len(header)}")
+            raise ValueError(f"{path}, line {n}: {_fields(len(fields))}, the header has {len(header)}{note}")
         else: yield n, dict(zip(header, fields))
 
 def _json_rows(path: Path, f) -> Iterable[tuple[int, dict]]:
@@ -95,13 +97,15 @@ def _json_rows(path: Path, f) -> Iterable[tuple[int, dict]]:
 
 # How each format's lines end: csv.reader wants the endings untouched; a TSV line ends at '\n' (or '\r\n') only.
 _NEWLINE = {'csv': '', 'tsv': '\n', 'jsonl': None}
+_TSV_NOTE = ' (TSV is read literally, without quoting: a text that holds a tab or a line break needs CSV)'
 
 def _rows(path: Path, format: str, opener) -> Iterable[tuple[int, dict]]:
     "(line number, row as a dict) for each record of the file; a malformed record is an error naming its line."
     # 'utf-8-sig' reads UTF-8 with or without the byte-order mark that Excel and many Windows tools write
     with opener(path, 'rt', encoding='utf-8-sig', newline=_NEWLINE[format]) as f:
         if format == 'jsonl': yield from _json_rows(path, f)
-        else: yield from _named_rows(path, _csv_records(f) if format == 'csv' else _tsv_records(f))
+        elif format == 'csv': yield from _named_rows(path, _csv_records(f))
+        else: yield from _named_rows(path, _tsv_records(f), note=_TSV_NOTE)
 
 def read_labelled_texts(path: str | os.PathLike,      # a .csv, .tsv or .jsonl file, optionally .gz, .bz2 or .xz
                         text_column: str = 'text',    # the column (or JSON key) of the text

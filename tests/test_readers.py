@@ -46,9 +46,11 @@ def test_tsv_keeps_quotes_and_never_merges_lines(tmp_path):
     ('text\tlabel\nok\tpos\nfine\tpos\textra\n', 'line 3: 3 fields, the header has 2'),
     ('text\tlabel\nok\tpos\nno label here\n', 'line 3: 1 field, the header has 2'),
     ('text\tlabel\n"an open quote\tpos\nnext\n', 'line 3: 1 field, the header has 2'),
+    ('text\tlabel\nok\tpos\n"written by\ncsv.writer"\tneg\n', 'line 3: 1 field, the header has 2'),  # quoted, 2 lines
 ])
 def test_tsv_wrong_number_of_fields_names_the_line(tmp_path, content, message):
-    assert message in _message(_write(tmp_path / 'bad.tsv', content))
+    error = _message(_write(tmp_path / 'bad.tsv', content))
+    assert message in error and 'TSV is read literally' in error
 
 
 def test_tsv_crlf_and_blank_lines(tmp_path):
