@@ -219,7 +219,7 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
     config = load_config(folder, **config_overrides)
     for name in config.extra.get('architectures') or []:
-        if OWN_LOADERS.get(name, (None,))[0] == task:
+        if name in OWN_LOADERS and OWN_LOADERS[name][0] == task:
             raise ValueError(f"{folder}/config.json names {name}, which a plain {TASKS[task].__name__} would load "
                              f"without its own parts; load it with {OWN_LOADERS[name][1]}({str(folder)!r})")
     weights = find_weights(folder)
