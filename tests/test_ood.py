@@ -223,3 +223,138 @@ def test_fit_guard_command(folder, tmp_path, capsys):
     # the installed command, in its own process, answers with the guard's verdict
     p = subprocess.run([sys.executable, '-m', 'bert_book.cli', 'predict', str(folder), 'A triumph.'], capture_output=True, text=True, timeout=120, env=ENV)
     assert p.returncode == 0 and set(json.loads(p.stdout)) >= {'label', 'ood_score', 'in_distribution'}, p.stderr
+
+
+# ---- the guard knows what it was fitted on: weights (sharded too), length, precision ----------------------------------
+def _write_shards(folder, state, shards):
+    from safetensors.torch import save_file
+    for name, keys in shards.items(): save_file({k: state[k].contiguous() for k in keys}, str(folder / name), metadata={'format': 'pt'})
+
+
+def _sharded(folder, tmp_path):
+    "A copy of `folder` whose weights are two shards and an index; returns (folder, state, shards)."
+    from safetensors.torch import load_file
+    sh = shutil.copytree(folder, tmp_path / 'sharded')
+    state = load_file(str(sh / 'model.safetensors')); (sh / 'model.safetensors').unlink()
+    keys = sorted(state)
+    shards = {'model-00001-of-00002.safetensors': keys[:len(keys) // 2], 'model-00002-of-00002.safetensors': keys[len(keys) // 2:]}
+    _write_shards(sh, state, shards)
+    (sh / 'model.safetensors.index.json').write_text(json.dumps({'metadata': {}, 'weight_map': {k: n for n, ks in shards.items() for k in ks}}))
+    return sh, state, shards
+
+
+def test_guard_on_sharded_weights_is_bound_to_the_shards(folder, tmp_path):
+    sh, state, shards = _sharded(folder, tmp_path)
+    fitted(sh, 'msp')[1].save(sh)
+    before = Engine.from_folder(sh, device='cpu')
+    assert before.guard is not None
+    state['classifier.bias'] = state['classifier.bias'] + 1        # new numbers in a shard; the index is unchanged
+    _write_shards(sh, state, shards)
+    with pytest.raises(ValueError, match='fitted for other weights'): OODGuard.load(sh)
+    with pytest.raises(ValueError, match='fitted for other weights'): Engine.from_folder(sh, device='cpu')
+    assert Engine.from_folder(sh, device='cpu', use_guard=False).weights_sha256 != before.weights_sha256
+
+
+LONG = [' '.join(x.text for x in REVIEWS[i:] + REVIEWS[:i]) for i in range(4)]      # ~100 tokens each
+
+
+def test_guard_scores_at_the_length_it_was_fitted_at(folder):
+    from bert_book.serving import engine_info
+    model = from_pretrained(folder, 'sequence-classification', device='cpu')
+    tok = BertTokenizer.from_pretrained(folder)
+    guard = fit_guard(model, tok, REVIEWS, REVIEWS + [LabelledText(t, 'positive') for t in LONG], 'mahalanobis', max_length=12)
+    assert guard.max_length == 12
+    guard.save(folder)
+    assert OODGuard.load(folder).max_length == 12
+    eng = Engine.from_folder(folder, device='cpu')
+    assert eng.max_length == 32 and eng.classify_max_length == 12 and engine_info(eng)['ood_guard']['max_length'] == 12
+    got = eng.classify(LONG + ['A triumph.'])
+    want = guard(*[getattr(text_outputs(model, tok, LONG + ['A triumph.'], 'cls', max_length=12), k) for k in ('logits', 'features')])
+    for r, s, ok in zip(got, *want):
+        assert r['ood_score'] == pytest.approx(float(s), rel=1e-4) and r['in_distribution'] == bool(ok)
+    assert [r['truncated'] for r in got] == [True] * 4 + [False]
+    # without a length asked for, the guard records the model's own limit
+    assert fit_guard(model, tok, REVIEWS, REVIEWS, 'msp').max_length == 32
+
+
+def test_a_guard_saved_without_a_length_is_served_at_the_engine_length_with_a_warning(folder):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    fitted(folder, 'msp')[1].save(folder)
+    with safe_open(str(folder / GUARD_FILE), 'pt') as f: meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = {k: v for k, v in meta.items() if k not in ('max_length', 'precision')}      # as an older bert_book wrote it
+    save_file(tensors, str(folder / GUARD_FILE), metadata=meta)
+    assert OODGuard.load(folder).max_length is None and OODGuard.load(folder).precision == 'float32'
+    with pytest.warns(UserWarning, match='does not record the length'): eng = Engine.from_folder(folder, device='cpu')
+    assert eng.classify_max_length == eng.max_length
+
+
+def test_guard_refuses_another_precision(folder, tmp_path, capsys):
+    from bert_book.compression import quantize_for_serving
+    model, guard = fitted(folder)
+    assert guard.precision == 'float32'
+    guard.save(folder)
+    with pytest.raises(ValueError, match=r"fitted on the float32 model.*runs in int8.*--quantize int8"):
+        Engine.from_folder(folder, device='cpu', quantize='int8')
+    tok = BertTokenizer.from_pretrained(folder)
+    int8 = quantize_for_serving(model)
+    g8 = fit_guard(int8, tok, REVIEWS, REVIEWS[::2])
+    assert g8.precision == 'int8'
+    g8.save(folder)
+    assert OODGuard.load(folder).precision == 'int8'
+    eng = Engine.from_folder(folder, device='cpu', quantize='int8')
+    texts = ['A triumph.', 'Shares fell 5%.']
+    o = text_outputs(int8, tok, texts, 'cls')
+    assert [r['in_distribution'] for r in eng.classify(texts)] == g8(o.logits, o.features)[1].tolist()
+    with pytest.raises(ValueError, match=r"fitted on the int8 model.*runs in float32"): Engine.from_folder(folder, device='cpu')
+    # the command line fits the int8 guard
+    from bert_book.cli import main
+    with open(tmp_path / 'd.tsv', 'w', newline='') as f:
+        w = csv.writer(f, delimiter='\t'); w.writerow(['text', 'label']); w.writerows((x.text, x.label) for x in REVIEWS)
+    args = ['fit-guard', str(folder), '--train', str(tmp_path / 'd.tsv'), '--dev', str(tmp_path / 'd.tsv'), '--device', 'cpu', '--overwrite']
+    assert main(args) == 0 and OODGuard.load(folder).precision == 'float32'
+    assert main(args + ['--quantize', 'int8']) == 0 and OODGuard.load(folder).precision == 'int8'
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])['precision'] == 'int8'
+
+
+def test_a_guard_needs_two_classes(folder, tmp_path):
+    from dataclasses import replace
+    from bert_book.heads import BertForSequenceClassification
+    model = from_pretrained(folder, 'sequence-classification', device='cpu')
+    reg = BertForSequenceClassification(replace(model.config, num_labels=1, id2label={0: 'rating'}, label2id={'rating': 0})).eval()
+    with pytest.raises(ValueError, match='two or more classes'):
+        fit_guard(reg, BertTokenizer.from_pretrained(folder), [LabelledText('x', 'rating')] * 2, [LabelledText('x', 'rating')])
+    with pytest.raises(ValueError, match='two or more classes'):
+        Engine(reg, BertTokenizer.from_pretrained(folder), 'sequence-classification', guard=OODGuard('energy', 0.0))
+
+
+# ---- temperature bounds and the exact threshold -----------------------------------------------------------------------
+def test_temperature_without_a_finite_optimum_stops_at_a_bound():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (40,), generator=g)
+    logits = torch.randn(40, 2, generator=g) * 0.3
+    logits[torch.arange(40), labels] += 1.0                    # every example right: the loss falls as T -> 0
+    with pytest.warns(UserWarning, match='lower bound'): assert fit_temperature(logits, labels) == pytest.approx(0.05)
+    with pytest.warns(UserWarning, match='upper bound'): assert fit_temperature(-logits, labels) == pytest.approx(20.0)
+    with pytest.warns(UserWarning, match='lower bound'): assert fit_temperature(logits, labels, bounds=(0.5, 2)) == pytest.approx(0.5)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                         # a finite optimum inside the bounds: no warning
+        labels[:5] = 1 - labels[:5]
+        assert 0.05 < fit_temperature(logits, labels) < 20
+    with pytest.raises(ValueError, match='bounds'): fit_temperature(logits, labels, bounds=(2, 1))
+
+
+@pytest.mark.parametrize('per_mille', [70, 550, 950, 900, 333, 999, 1, 1000])
+def test_accept_threshold_accepts_the_smallest_count_that_reaches_accept(per_mille):
+    accept = per_mille / 1000
+    for n in range(1, 2001):
+        want = -(-per_mille * n // 1000)                        # ceil(accept · n) in integers: no rounding
+        assert accept_threshold(torch.arange(n, dtype=torch.float64), accept) == want - 1, (accept, n)
+
+
+def test_guardian_headlines_with_a_byte_order_mark(tmp_path):
+    rows = 'Text,Date\nRain again,x\nSun,y\n'
+    (tmp_path / 'bom.csv').write_text(rows, encoding='utf-8-sig')
+    with bz2.open(tmp_path / 'bom.csv.bz2', 'wt', encoding='utf-8-sig') as f: f.write(rows)
+    assert guardian_headlines(tmp_path / 'bom.csv') == guardian_headlines(tmp_path / 'bom.csv.bz2') == ['Rain again', 'Sun']

@@ -483,3 +483,41 @@ def test_train_cls_and_predict_from_the_command_line(tmp_path):
     (tmp_path / 'bad.csv').write_text('text,label\nfine,positive\n,negative\n')
     rc, out, err = run_here('train-cls', '--train', tmp_path / 'bad.csv', '--dev', tmp_path / 'dev.csv', '--output-dir', tmp_path / 'x')
     assert rc == 1 and 'bad.csv, line 3: the text is empty' in err and 'Traceback' not in err, err
+
+
+def _regression_folder(tiny_folders, root):
+    "A one-output (regression) sentence model: the tiny classifier's encoder with one output, its bias set to 3.7."
+    from bert_book.heads import BertForSequenceClassification
+    from bert_book.pretrained import load_config
+    from bert_book.tokenizer import BertTokenizer
+    cfg = load_config(tiny_folders['classifier'], num_labels=1, id2label={0: 'rating'}, label2id={'rating': 0})
+    seed_everything(0)
+    reg = BertForSequenceClassification(cfg).eval()
+    with torch.no_grad(): reg.classifier.bias.fill_(3.7)
+    tok = BertTokenizer.from_pretrained(tiny_folders['classifier'])
+    return save_pretrained(reg, tok, root / 'regression'), reg, tok
+
+
+def test_a_regression_model_is_served_as_its_value(tiny_folders, tmp_path):
+    "num_labels == 1: the raw output as `value` (no softmax, no sigmoid), as transformers' pipeline for regression."
+    folder, reg, tok = _regression_folder(tiny_folders, tmp_path)
+    eng = Engine.from_folder(folder, device='cpu')
+    texts = ['A triumph.', 'Two hours I will not get back.', 'word ' * 100]
+    got = eng.classify(texts)
+    want = [reg(torch.tensor([ids[:31] + ids[-1:] if len(ids) > 32 else ids])).logits[0, 0].item() for ids in tok(texts)['input_ids']]
+    assert [set(r) for r in got] == [{'label', 'value', 'truncated'}] * 3 and {r['label'] for r in got} == {'rating'}
+    assert [r['value'] for r in got] == pytest.approx(want, abs=1e-5)
+    from bert_book.serving import engine_info
+    assert engine_info(eng)['outputs'] == 'value'
+    with BackgroundServer(create_app(eng)) as url:
+        body = httpx.post(f'{url}/v1/classify', json={'texts': texts}, timeout=60).json()
+    assert body['labels'] == ['rating'] and [r['value'] for r in body['results']] == pytest.approx(want, abs=1e-5)
+
+
+def test_int8_engine_says_its_answers_depend_on_the_batch(tiny_folders):
+    from bert_book.serving import engine_info
+    f32, int8 = (Engine.from_folder(tiny_folders['classifier'], device='cpu', quantize=q) for q in (None, 'int8'))
+    assert engine_info(f32)['batch_invariant'] is True and engine_info(int8)['batch_invariant'] is False
+    assert engine_info(f32)['outputs'] == 'probabilities'
+    rc, out, _ = bert_book('serve', '--help')
+    assert rc == 0 and 'answers depend on the other texts' in ' '.join(out.split())
