@@ -24,9 +24,10 @@ from .crf import DECODES, BertCRFForTokenClassification, constrained_decode, crf
 # %% auto 0
 __all__ = ['AGGREGATIONS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels', 'word_tags_from_labels',
            'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'check_aggregation',
-           'aggregate_pieces', 'check_window', 'plan_windows', 'length_sorted_chunks', 'pad_ids', 'window_settings',
-           'predict_word_probs', 'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner',
-           'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
+           'aggregate_pieces', 'closing_plan', 'merge_piece_probs', 'check_window', 'plan_windows',
+           'length_sorted_chunks', 'pad_ids', 'window_settings', 'predict_word_probs', 'resolve_decode',
+           'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss',
+           'train_ner', 'split_words', 'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -228,7 +229,40 @@ def aggregate_pieces(probs: Tensor,            # (n_pieces, num_labels) the prob
     if aggregation == 'max': return probs[probs.max(-1).values.argmax()]
     raise ValueError(f"aggregation={aggregation!r}; choose one of {AGGREGATIONS}")
 
-# %% ../nbs/08_token_classification.ipynb 30
+_CLOSING = {'B': 'S', 'I': 'E'}   # each prefix that does not close its entity -> the one that does
+
+def closing_plan(labels: Sequence[str], # the tag of each label id
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Where a word's closing is re-read from its last sub-word: the ids of each pair (B-X, S-X) and (I-X, E-X) whose
+    two tags are both labels, and two (num_labels, n_pairs) maps: the labels of the pair's type, and those of them
+    that close it (E-X, S-X). IOB1 and IOB2 labels have no such pair."""
+    ids = {split_tag(t): i for i, t in enumerate(labels)}
+    pairs = [(i, ids[_CLOSING[p], typ], typ) for (p, typ), i in ids.items() if (_CLOSING.get(p), typ) in ids]
+    of_type = torch.tensor([[float(split_tag(t)[1] == typ and split_tag(t)[0] in _PREFIXES) for *_, typ in pairs]
+                            for t in labels]).reshape(len(labels), len(pairs))
+    closes = of_type * torch.tensor([float(split_tag(t)[0] in ('E', 'S')) for t in labels])[:, None]
+    keep, close = (torch.tensor([pair[k] for pair in pairs], dtype=torch.long) for k in (0, 1))
+    return keep, close, of_type, closes
+
+def merge_piece_probs(probs: Tensor,  # (n_pieces, num_labels) one word's sub-words' probabilities
+                      plan: tuple[Tensor, Tensor, Tensor, Tensor],  # `closing_plan(labels)`
+                     ) -> Tensor:
+    """`merge_piece_tags` for the distributions of a model trained with every sub-word labelled: the word's type and
+    opening from its first sub-word, its closing from its last. For each (B-X, S-X) and (I-X, E-X) pair, the first
+    piece's mass on the pair is split between closing and not as the last piece splits its mass on type X: a word of
+    pieces B-X … E-X gets S-X, one of I-X … E-X gets E-X. A one-piece word, and labels without E or S, keep the first
+    piece's distribution."""
+    first = probs[0]
+    keep, close, of_type, closes = plan
+    if len(probs) == 1 or len(keep) == 0: return first
+    last = probs[-1]
+    share = (last @ closes) / (last @ of_type).clamp_min(torch.finfo(last.dtype).tiny)   # (n_pairs,) closing, per type
+    mass = first[keep] + first[close]
+    out = first.clone()
+    out[close], out[keep] = mass * share, mass * (1 - share)
+    return out
+
+# %% ../nbs/08_token_classification.ipynb 31
 def check_window(max_length: int, # tokens per window, [CLS] and [SEP] included
                  overlap: int,    # tokens shared by neighbouring windows
                 ) -> None:
@@ -258,7 +292,7 @@ def plan_windows(n_pieces: Sequence[int], # how many sub-words each word has
         while start - 1 > windows[-1][0] and shared + sizes[start - 1] <= room: start, shared = start - 1, shared + sizes[start - 1]
     return windows
 
-# %% ../nbs/08_token_classification.ipynb 34
+# %% ../nbs/08_token_classification.ipynb 35
 def length_sorted_chunks(lengths: Sequence[int], # one length per item
                          batch_size: int,         # items per batch
                         ) -> list[list[int]]:
@@ -279,7 +313,7 @@ def pad_ids(sequences: Sequence[Sequence[int]], # token ids, one list per item o
     return ids, mask
 
 
-# %% ../nbs/08_token_classification.ipynb 36
+# %% ../nbs/08_token_classification.ipynb 37
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
     "`max_length` (default: the smaller of the tokenizer's and the model's limits) and `overlap` (default: a quarter), checked."
     limit = model.config.max_position_embeddings
@@ -318,6 +352,11 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
             windows.append([tokenizer.cls_token_id] + [t for w in words[a:b] for t in w[:budget]] + [tokenizer.sep_token_id])
             where.append((s, a, b))
     with eval_mode(model): probs = _forward_windows(model, windows, tokenizer.pad_token_id, batch_size)
+    C = model.config.num_labels
+    if _trained_on_all_subwords(model):   # 'first': the first piece opens, the last piece closes (`merge_piece_probs`)
+        plan = closing_plan([model.config.id2label[i] for i in range(C)])
+        word_probs = lambda p: merge_piece_probs(p, plan)
+    else: word_probs = lambda p: aggregate_pieces(p, aggregation)
     best = [[(-1, 0, 0, 0)] * len(words) for words in pieces]   # per word: (distance to an edge, window, position, pieces)
     for k, (s, a, b) in enumerate(where):
         pos, total = 1, len(windows[k]) - 2
@@ -326,11 +365,10 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
             distance = min(pos - 1, total - (pos - 1 + n))
             if distance > best[s][w][0]: best[s][w] = (distance, k, pos, n)
             pos += n
-    C = model.config.num_labels
-    return [torch.stack([aggregate_pieces(probs[k][pos:pos + n], aggregation) for _, k, pos, n in words])
+    return [torch.stack([word_probs(probs[k][pos:pos + n]) for _, k, pos, n in words])
             if words else torch.empty(0, C) for words in best]
 
-# %% ../nbs/08_token_classification.ipynb 39
+# %% ../nbs/08_token_classification.ipynb 40
 def resolve_decode(model,                    # the tagger
                    decode: str | None = None, # 'argmax', 'constrained', 'crf', or None: the model's own
                    aggregation: str = 'first', # how words get their scores from sub-words
@@ -410,7 +448,7 @@ def evaluate_ner(model, tokenizer,
                report=report, predictions=pred)
     return out
 
-# %% ../nbs/08_token_classification.ipynb 42
+# %% ../nbs/08_token_classification.ipynb 43
 def balanced_class_weights(dataset: NERDataset, # encoded training examples
                            num_labels: int,     # how many labels the model has
                           ) -> Tensor:
@@ -448,7 +486,7 @@ def ner_loss(class_weights: Tensor | None = None, # (C,) weights, or None
     return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                                   weight=class_weights.to(logits.device), ignore_index=IGNORE_INDEX)
 
-# %% ../nbs/08_token_classification.ipynb 45
+# %% ../nbs/08_token_classification.ipynb 46
 def _encoder_of(encoder) -> BertModel:
     "The `BertModel` inside `encoder` (itself, or its `.bert`)."
     bert = encoder if isinstance(encoder, BertModel) else getattr(encoder, 'bert', None)
@@ -541,7 +579,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         trainer.scheduler = make_scheduler(trainer.optimizer, trainer.total_steps, warmup, training.schedule)
     return model, trainer.fit()
 
-# %% ../nbs/08_token_classification.ipynb 60
+# %% ../nbs/08_token_classification.ipynb 61
 def split_words(tokenizer,  # a `BertTokenizer`
                 texts: Sequence[str], # raw texts
                ) -> list[tuple[list[list[int]], list[tuple[int, int]]]]:
@@ -561,7 +599,7 @@ def split_words(tokenizer,  # a `BertTokenizer`
         out.append((pieces, spans))
     return out
 
-# %% ../nbs/08_token_classification.ipynb 64
+# %% ../nbs/08_token_classification.ipynb 65
 class NERPipeline:
     "Raw texts in, entities out: `{'text', 'label', 'start', 'end', 'score'}` with character offsets into each text."
     def __init__(self, model,               # a `BertForTokenClassification`; `config.id2label` names its tags

@@ -92,6 +92,49 @@ def test_every_subword_labelling_keeps_the_entities(data, label_all_subwords):
     assert [tuple(x) for x in tags_to_spans(piece_tags, scheme)] == expected
 
 
+class _Oracle(torch.nn.Module):
+    "A tagger trained with every sub-word labelled that knows the answer: logits one-hot at one sentence's sub-word labels."
+    def __init__(self, input_ids, labels, label_list):
+        super().__init__()
+        self.config = BertConfig(vocab_size=tokenizer().vocab_size, max_position_embeddings=512,
+                                 id2label=dict(enumerate(label_list)))
+        self.config.extra['label_all_subwords'] = True
+        self.ids = torch.as_tensor(input_ids)
+        target = torch.as_tensor(labels).clamp_min(0)                  # the specials' -100: any label, never read
+        self.logits = F.one_hot(target, len(label_list)).float() * 20
+        self.anchor = torch.nn.Parameter(torch.zeros(()))              # the device the predictions run on
+
+    def forward(self, input_ids, attention_mask=None):
+        assert torch.equal(input_ids[0, :len(self.ids)], self.ids)     # the sentence in one window, as encoded
+        return type('Out', (), {'logits': self.logits[None, :input_ids.shape[1]]})
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=tagged_sentences())
+def test_every_subword_predictions_give_the_word_tags_back(data):
+    """Predicted sub-word tags that are exactly the training labels give the word tags back, in every scheme: a word of
+    several pieces tagged S-X (pieces B-X ... E-X) or E-X (I-X ... E-X) reads its closing from its last piece."""
+    scheme, s = data
+    labels, label2id = labels_of(scheme)
+    ex = encode_ner([s], tokenizer(), label2id, label_all_subwords=True)[0]
+    oracle = _Oracle(ex['input_ids'], ex['labels'], labels)
+    assert predict_ner(oracle, tokenizer(), [s.tokens], decode='argmax')[0] == list(s.tags)
+
+
+@pytest.mark.parametrize('scheme', sorted(SCHEME_PREFIXES))
+def test_merge_piece_probs_inverts_continuation_tags(scheme):
+    "Every tag of every scheme, in 1 to 4 pieces: sure sub-word predictions of its continuation tags give it back."
+    from bert_book.token_classification import closing_plan, merge_piece_probs
+    labels = ['O'] + [f'{p}-{t}' for t in TYPES for p in SCHEME_PREFIXES[scheme]]
+    plan, eye = closing_plan(labels), torch.eye(len(labels))
+    for tag in labels:
+        for n in range(1, 5):
+            probs = (eye[[labels.index(t) for t in continuation_tags(tag, n)]] * 20).softmax(-1)
+            word = merge_piece_probs(probs, plan)
+            assert labels[word.argmax()] == tag and word.sum().item() == pytest.approx(1.0)
+            if scheme.startswith('IOB'): assert torch.equal(word, probs[0])   # nothing closes: the first piece's
+
+
 def test_round_trip_on_the_sample_data_in_every_scheme():
     tok = tokenizer()
     for scheme in SCHEME_PREFIXES:
