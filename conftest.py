@@ -37,9 +37,9 @@ def pytest_configure(config):
 # the next file in this order when it is nearly done with its last, so the long ones start early and the short ones fill
 # the gaps at the end, instead of one worker running a long notebook alone while the other has finished. A file not
 # named keeps its place after these.
-LONGEST_FIRST = ('13_compression', '12_classification', '11_cli', '09_pretrained', '14_ood', '06a_mlm', 'test_serving',
-                 'test_fuzz', '08_token_classification', '06_training', '08b_real_ner', '10_serving', '02_data',
-                 'test_training', '04_encoder', '20_demo', 'test_soak', 'test_crf', 'test_ner_pipeline', 'test_metrics',
+LONGEST_FIRST = ('12_compression', '11_classification', '16_cli', '09_pretrained', '13_ood', '06a_mlm', 'test_serving',
+                 'test_fuzz', '08_token_classification', '06_training', '10_real_ner', '14_serving', '02_data',
+                 'test_training', '04_encoder', '15_demo', 'test_soak', 'test_crf', 'test_ner_pipeline', 'test_metrics',
                  '07_metrics', '05_heads', 'test_demo', 'test_install')
 
 def _file_rank(item) -> int:

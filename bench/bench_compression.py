@@ -1,10 +1,10 @@
-"""Compression, speed and size (chapter 13): the MiniLM-size sentence classifier on real review snippets and the
+"""Compression, speed and size (chapter 12): the MiniLM-size sentence classifier on real review snippets and the
 MiniLM-size tagger on real tweets, in float32, int8 (every Linear, and the served recipe), with heads pruned, and as a
 2-layer student (float32 and int8), timed in one run with the models taking turns (`tokens_per_second`).
 
 Speed does not depend on what the weights learnt, so the models here are all-MiniLM-L6-v2 with new heads (no
 fine-tuning: a benchmark that trains for ten minutes would measure the trainer); the accuracy and F1 of the same
-variants after fine-tuning are in chapter 13's tables. Head pruning removes the heads that chapter 13's importance
+variants after fine-tuning are in chapter 12's tables. Head pruning removes the heads that chapter 12's importance
 ranks lowest on a few labelled batches (any choice of the same count costs the same time).
 
     python bench/bench_compression.py [--quick] [--threads 2] [--rounds 5]

@@ -10,7 +10,7 @@ Every implementation loads the same folder:
 - a transformers user loop: `AutoTokenizer(texts, padding=True, truncation=True)` → `AutoModelFor...` under
   `torch.inference_mode()`, one forward per call;
 - the book's `Engine.from_folder(folder)`: `encode` (per-token logits) and `ner` (entities, windows, offsets) for the
-  tagger, `classify` for the classifier; and the same with `quantize='int8'` (chapter 13's served recipe).
+  tagger, `classify` for the classifier; and the same with `quantize='int8'` (chapter 12's served recipe).
 
 A call hands an implementation `batch` texts (the next ones in the list) and waits for its answer; one pass sends all
 the texts. Batch 'all' is the offline job: every text in one call, 32 per forward pass (the pipeline's `batch_size=32`,

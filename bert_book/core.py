@@ -109,7 +109,7 @@ class BertConfig:
     num_labels: int | None = None
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
-    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed (chapter 13); {} = none
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed (chapter 12); {} = none
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a config.json this book does not use, kept as they are
 
     def __post_init__(self):

@@ -98,7 +98,7 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, # (B, nh, T, hd) each
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention: SDPA by default, the eager path when the weights are wanted."
     def __init__(self, config: BertConfig,
-                 num_heads: int | None = None):   # fewer than config.num_attention_heads once heads are pruned (chapter 13)
+                 num_heads: int | None = None):   # fewer than config.num_attention_heads once heads are pruned (chapter 12)
         super().__init__()
         H = config.hidden_size
         self.num_heads, self.head_dim = num_heads or config.num_attention_heads, config.head_dim

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .core import BertConfig, CONFIG_NAME, eval_mode, get_device
+from .data import split_tag
 from .encoder import BertModel, BertPreTrainedModel
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
 from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE
@@ -22,9 +23,10 @@ from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONF
 _logger = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'TASKS', 'OWN_LOADERS', 'find_weights', 'load_state_dict',
+__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'TASKS', 'ARCHITECTURES', 'find_weights', 'load_state_dict',
            'weights_sha256', 'load_config', 'align_keys', 'LoadingInfo', 'load_weights', 'from_pretrained',
-           'save_pretrained', 'mean_pool', 'encode_sentences']
+           'save_pretrained', 'register_architecture', 'class_task', 'folder_class', 'folder_task', 'load_model',
+           'mean_pool', 'encode_sentences']
 
 # %% ../nbs/09_pretrained.ipynb 7
 WEIGHTS_NAME = 'model.safetensors'                   # what transformers writes today
@@ -110,8 +112,10 @@ def weights_sha256(folder: str | Path, # a checkpoint folder
 # %% ../nbs/09_pretrained.ipynb 12
 TASKS = {None: BertModel, 'masked-lm': BertForMaskedLM, 'token-classification': BertForTokenClassification,
          'sequence-classification': BertForSequenceClassification}  # task -> the model class that `from_pretrained` builds
-# architectures with parts the plain class of their task has no place for: their task, and the loader that keeps them
-OWN_LOADERS = {'BertCRFForTokenClassification': ('token-classification', 'bert_book.crf.load_tagger')}
+# config.json's `architectures` -> the class `load_model` builds; later chapters add theirs (`register_architecture`)
+ARCHITECTURES = {'BertModel': BertModel, 'BertForPreTraining': BertForMaskedLM, 'BertForMaskedLM': BertForMaskedLM,
+                 'BertForTokenClassification': BertForTokenClassification,
+                 'BertForSequenceClassification': BertForSequenceClassification}
 _LABEL_FIELDS = ('num_labels', 'id2label', 'label2id')
 
 def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
@@ -204,8 +208,27 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
     return LoadingInfo(source, missing, unexpected, mismatched)
 
 # %% ../nbs/09_pretrained.ipynb 21
+def _task(task: str | None) -> str | None:
+    "`task` as a key of TASKS ('encoder' is the bare encoder, None); anything else is an error."
+    task = None if task == 'encoder' else task
+    if task not in TASKS: raise ValueError(f"task={task!r}; choose one of {['encoder'] + [t for t in TASKS if t]}")
+    return task
+
+def _build(cls: type, folder: Path, caller: str, *, strict: bool = True, ignore_mismatched_sizes: bool = False,
+           device=None, attn_implementation: str = 'sdpa', **config_overrides) -> BertPreTrainedModel:
+    "A `cls` built from the folder's config (with overrides) and loaded with its weights, in eval mode on `device`."
+    config = load_config(folder, **config_overrides)
+    weights = find_weights(folder)
+    state = load_state_dict(weights)                 # a broken file fails here, before a model is built
+    model = cls(config, attn_implementation=attn_implementation)
+    info = load_weights(model, state, str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
+    if info.missing_keys or info.unexpected_keys or info.mismatched_keys:
+        _logger.warning('%s: %s', caller, info)
+    model.loading_info = info
+    return model.eval().to(get_device(device))
+
 def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint folder: config.json and weights
-                    task: str | None = None,  # None (BertModel), 'masked-lm', 'token-classification', 'sequence-classification'
+                    task: str | None = None,  # None or 'encoder' (BertModel), 'masked-lm', 'token-classification', 'sequence-classification'
                     *,
                     strict: bool = True,      # missing or surplus encoder weights are an error
                     ignore_mismatched_sizes: bool = False,  # re-initialise (and report) tensors whose shape does not fit
@@ -213,23 +236,20 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
                     attn_implementation: str = 'sdpa',      # 'sdpa' or 'eager' (chapter 4)
                     **config_overrides,       # config fields to change: num_labels=9, id2label={...}, hidden_dropout_prob=0.2
                    ) -> BertPreTrainedModel:
-    "Load a checkpoint folder into the bert_book model for `task`, in eval mode; `model.loading_info` says what did not match."
-    if task not in TASKS: raise ValueError(f"task={task!r}; choose one of {list(TASKS)}")
+    """Load a checkpoint folder into the bert_book model for `task` (a new head where the folder has none), in eval
+    mode; `model.loading_info` says what did not match. `load_model` loads what the folder holds."""
+    task = _task(task)
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
-    config = load_config(folder, **config_overrides)
-    for name in config.extra.get('architectures') or []:
-        if name in OWN_LOADERS and OWN_LOADERS[name][0] == task:
-            raise ValueError(f"{folder}/config.json names {name}, which a plain {TASKS[task].__name__} would load "
-                             f"without its own parts; load it with {OWN_LOADERS[name][1]}({str(folder)!r})")
-    weights = find_weights(folder)
-    state = load_state_dict(weights)                 # a broken file fails here, before a model is built
-    model = TASKS[task](config, attn_implementation=attn_implementation)
-    info = load_weights(model, state, str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
-    if info.missing_keys or info.unexpected_keys or info.mismatched_keys:
-        _logger.warning('from_pretrained(%r, task=%r): %s', str(folder), task, info)
-    model.loading_info = info
-    return model.eval().to(get_device(device))
+    plain = TASKS[task]
+    for name in load_config(folder).extra.get('architectures') or []:
+        held = ARCHITECTURES.get(name)
+        if held is not None and held is not plain and issubclass(held, plain):
+            raise ValueError(f"{folder}/config.json names {name}, which a plain {plain.__name__} would load without "
+                             f"its own parts; load it with load_model({str(folder)!r})")
+    return _build(plain, folder, f'from_pretrained({str(folder)!r}, task={task!r})', strict=strict,
+                  ignore_mismatched_sizes=ignore_mismatched_sizes, device=device,
+                  attn_implementation=attn_implementation, **config_overrides)
 
 # %% ../nbs/09_pretrained.ipynb 34
 def _files_written(tokenizer) -> list[str]:
@@ -281,6 +301,75 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     return folder
 
 # %% ../nbs/09_pretrained.ipynb 41
+def register_architecture(cls: type,               # a subclass of one of TASKS' classes, e.g. a head with a CRF
+                          name: str | None = None,  # the name config.json's `architectures` gives it; default: the class's
+                         ) -> type:
+    "Let `load_model` build `cls` for folders whose config.json names it; returns `cls` (usable as a decorator)."
+    if not any(isinstance(cls, type) and issubclass(cls, c) for c in TASKS.values()):
+        raise TypeError(f"{cls!r} is not a subclass of any of {[c.__name__ for c in TASKS.values()]}")
+    ARCHITECTURES[name or cls.__name__] = cls
+    return cls
+
+def class_task(cls: type) -> str:
+    "The task a model class serves: 'encoder', 'masked-lm', 'token-classification' or 'sequence-classification'."
+    return next('encoder' if t is None else t for t, c in TASKS.items() if issubclass(cls, c))
+
+def _weight_names(folder: Path) -> list[str]:
+    "The tensor names of a checkpoint folder (read without loading a safetensors file's tensors)."
+    path = find_weights(folder)
+    if path.suffix == '.safetensors':
+        try:
+            with safe_open(path, 'pt') as f: return list(f.keys())
+        except Exception as e: raise ValueError(f"{path}: not a readable safetensors file: {e}") from None
+    return list(load_state_dict(path))
+
+def _are_entity_tags(labels) -> bool:
+    "Whether every label is 'O' or a B-/I-/E-/S- tag with a type."
+    return all(l == 'O' or (split_tag(l)[0] in 'BIES' and split_tag(l)[1]) for l in labels)
+
+def folder_class(folder: str | Path, # a checkpoint folder
+                ) -> type:
+    "The class a folder's weights are for: config.json's `architectures`, else read off the weights' names."
+    folder = Path(folder)
+    config = load_config(folder)
+    names = config.extra.get('architectures') or []
+    if names:
+        known = [ARCHITECTURES[a] for a in names if a in ARCHITECTURES]
+        if not known: raise ValueError(f"{folder}/config.json: architectures {names} is none of {list(ARCHITECTURES)}")
+        return known[0]
+    keys = _weight_names(folder)
+    if any(k.startswith('cls.predictions.') for k in keys): return BertForMaskedLM
+    if any(k.startswith('classifier.') for k in keys):
+        if _are_entity_tags(config.id2label.values()): return BertForTokenClassification
+        raise ValueError(f"{folder}: has a classifier but no `architectures` in config.json, and its labels "
+                         f"{list(config.id2label.values())[:5]} are not entity tags; add architectures to config.json")
+    return BertModel
+
+def folder_task(folder: str | Path) -> str:  # a checkpoint folder
+    "The task a folder's model serves ('encoder', 'masked-lm', 'token-classification', 'sequence-classification')."
+    return class_task(folder_class(folder))
+
+def load_model(folder: str | Path,           # a checkpoint folder
+               task: str | None = None,      # None: what the folder holds; 'encoder': its bare encoder
+               *,
+               device: str | torch.device | None = None,  # where the model goes; None: get_device()
+               attn_implementation: str = 'sdpa',          # 'sdpa' or 'eager' (chapter 4)
+              ) -> BertPreTrainedModel:
+    "The model a folder holds, in eval mode, with every part its class has (a CRF tagger with its CRF); a missing head is an error."
+    folder = Path(folder)
+    if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
+    cls = folder_class(folder)
+    held = class_task(cls)
+    if task not in (None, held, 'encoder'):
+        raise ValueError(f"{folder} holds a {held} model, not a {task} one; from_pretrained({str(folder)!r}, "
+                         f"{task!r}) puts a new {task} head on its encoder")
+    model = _build(cls, folder, f'load_model({str(folder)!r})', device=device, attn_implementation=attn_implementation)
+    if model.loading_info.missing_keys:
+        raise ValueError(f"{folder}: config.json says {cls.__name__}, but {find_weights(folder).name} lacks "
+                         f"{_short(model.loading_info.missing_keys, 3)}")
+    return model.bert if task == 'encoder' and held != 'encoder' else model
+
+# %% ../nbs/09_pretrained.ipynb 44
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:

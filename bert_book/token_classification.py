@@ -6,7 +6,7 @@
 from __future__ import annotations
 import unicodedata, warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,16 +18,15 @@ from .encoder import BertModel
 from .heads import IGNORE_INDEX, BertForTokenClassification
 from .mlm import compact_config
 from .metrics import get_scheme, token_accuracy, entity_scores, classification_report
-from .training import Trainer, TrainingConfig, History, evaluate_batches, make_scheduler
-from .crf import DECODES, BertCRFForTokenClassification, constrained_decode, crf_optimizer, has_crf, pad_scores
+from .training import Trainer, TrainingConfig, History, evaluate_batches
 
 # %% auto 0
-__all__ = ['AGGREGATIONS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels', 'word_tags_from_labels',
-           'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator', 'check_aggregation',
-           'aggregate_pieces', 'closing_plan', 'merge_piece_probs', 'check_window', 'plan_windows',
-           'length_sorted_chunks', 'pad_ids', 'window_settings', 'predict_word_probs', 'resolve_decode',
-           'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss',
-           'train_ner', 'split_words', 'NERPipeline']
+__all__ = ['AGGREGATIONS', 'DECODERS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels',
+           'word_tags_from_labels', 'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator',
+           'check_aggregation', 'aggregate_pieces', 'closing_plan', 'merge_piece_probs', 'check_window', 'plan_windows',
+           'length_sorted_chunks', 'pad_ids', 'window_settings', 'predict_word_probs', 'Decoder', 'register_decoder',
+           'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss',
+           'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -369,40 +368,39 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
             if words else torch.empty(0, C) for words in best]
 
 # %% ../nbs/08_token_classification.ipynb 40
+class Decoder(NamedTuple):
+    "A way to read tags off a tagger's word probabilities."
+    decode: Callable   # (model, probs: per sentence (n_words, C), scheme) -> per sentence, one tag id per word
+    check: Callable | None = None   # (model, aggregation) -> None, or ValueError when it cannot decode for them
+
+DECODERS: dict[str, Decoder] = {}   # name -> Decoder; chapter 10 adds 'constrained' and 'crf'
+
+def register_decoder(name: str, decode: Callable, check: Callable | None = None) -> Decoder:
+    "Make `decode=name` available to `predict_ner`, `evaluate_ner`, `NERPipeline` and the engine."
+    DECODERS[name] = Decoder(decode, check)
+    return DECODERS[name]
+
+register_decoder('argmax', lambda model, probs, scheme: [p.argmax(-1).tolist() for p in probs])
+
 def resolve_decode(model,                    # the tagger
-                   decode: str | None = None, # 'argmax', 'constrained', 'crf', or None: the model's own
+                   decode: str | None = None, # a name in DECODERS, or None: the model's own (`default_decode`)
                    aggregation: str = 'first', # how words get their scores from sub-words
                   ) -> str:
-    "The decoding to use: `decode`, or 'crf' for a model with a CRF and 'argmax' otherwise; impossible choices are errors."
-    if decode is None: decode = 'crf' if has_crf(model) else 'argmax'
-    if decode not in DECODES: raise ValueError(f"decode={decode!r}; choose one of {DECODES}")
-    if decode == 'crf' and not has_crf(model):
-        raise ValueError(f"decode='crf' needs a tagger with a CRF head (BertCRFForTokenClassification, chapter 8b); this "
-                         f"is a {type(model).__name__}: use 'argmax' or 'constrained'")
-    if decode == 'crf' and aggregation != 'first':
-        raise ValueError(f"decode='crf' with aggregation={aggregation!r}: the CRF was trained on each word's first "
-                         "sub-word, so it decodes those; use aggregation='first'")
+    """The decoding to use: `decode`, or the model's `default_decode` ('argmax' unless its class says otherwise);
+    impossible choices are errors."""
+    if decode is None: decode = getattr(model, 'default_decode', 'argmax')
+    if decode not in DECODERS: raise ValueError(f"decode={decode!r}; choose one of {tuple(DECODERS)}")
+    if DECODERS[decode].check is not None: DECODERS[decode].check(model, aggregation)
     return decode
 
-def decode_word_tags(model,                      # the tagger whose labels (and CRF) to use
+def decode_word_tags(model,                      # the tagger whose labels (and decoder's parts) to use
                      probs: Sequence[Tensor],    # per sentence, (n_words, C) tag probabilities (`predict_word_probs`)
-                     decode: str = 'argmax',     # 'argmax', 'constrained' or 'crf' (see `resolve_decode`)
-                     scheme: str | None = None,  # the grammar for 'constrained': 'IOB2' or 'BIOES'; default from the labels
+                     decode: str = 'argmax',     # a name in DECODERS (see `resolve_decode`)
+                     scheme: str | None = None,  # a tag grammar for decoders that use one; default from the labels
                     ) -> list[list[int]]:
-    """Per sentence, one tag id per word: the most probable tag of each word ('argmax'), the most probable sequence
-    the tag grammar allows ('constrained', Viterbi over log-probabilities), or the CRF's best sequence ('crf': its
-    learned transitions, the grammar enforced). log p differs from the CRF's emissions by one constant per word,
-    which no path can avoid, so Viterbi over log p is Viterbi over the emissions."""
-    if decode == 'argmax': return [p.argmax(-1).tolist() for p in probs]
-    log_probs = [p.float().clamp_min(torch.finfo(torch.float32).tiny).log() for p in probs]
-    if decode == 'constrained':
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return constrained_decode(log_probs, labels, scheme)
-    if decode == 'crf':
-        scores, mask = pad_scores(log_probs)
-        crf = model.crf
-        return crf.decode_packed(scores.to(crf.transitions.device), mask.to(crf.transitions.device))
-    raise ValueError(f"decode={decode!r}; choose one of {DECODES}")
+    "Per sentence, one tag id per word, as the decoder `decode` reads them; 'argmax' takes each word's most probable tag."
+    if decode not in DECODERS: raise ValueError(f"decode={decode!r}; choose one of {tuple(DECODERS)}")
+    return DECODERS[decode].decode(model, probs, scheme)
 
 def predict_ner(model, tokenizer,
                 sentences: Sequence[Sequence[str]], # each sentence a list of words
@@ -522,16 +520,19 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
               aggregation: str = 'first',       # how validation predictions go from sub-words to words
               max_length: int | None = None,    # tokens per training example; default: the model's limit
               seed: int = 0,                    # seeds the tagger's initialisation (the data order is training.seed)
-              crf: bool = False,                # a CRF head on the tagger (`BertCRFForTokenClassification`, chapter 8b)
-              decode: str | None = None,        # how validation decodes: None is the model's own ('crf' with a CRF, else 'argmax')
-              crf_lr_factor: float = 100.0,     # with crf=True: the CRF's learning rate is this many times training.lr
+              head: type = BertForTokenClassification,  # the tagger's class: this one or a subclass (chapter 10's CRF tagger)
+              decode: str | None = None,        # how validation decodes: None is the model's own (`resolve_decode`)
+              lr_factors: dict[str, float] | None = None,  # name prefix -> learning-rate factor; default: the head's own
              ) -> tuple[BertForTokenClassification, History]:
-    "Fine-tune a `BertForTokenClassification` (with `crf=True` a `BertCRFForTokenClassification`) for NER with the Trainer; returns the model with the best validation score and the History."
-    if crf and (class_weights is not None or focal_gamma is not None):
-        raise ValueError("crf=True trains on the CRF's sequence log-likelihood: class_weights and focal_gamma reweight "
+    """Fine-tune a tagger (`head`, a `BertForTokenClassification` by default) for NER with the Trainer; returns the
+    model with the best validation score and the History."""
+    if not (isinstance(head, type) and issubclass(head, BertForTokenClassification)):
+        raise TypeError(f"head must be BertForTokenClassification or a subclass, got {head!r}")
+    if getattr(head, 'scores_sequences', False) and (class_weights is not None or focal_gamma is not None):
+        raise ValueError(f"{head.__name__} trains on a sequence log-likelihood: class_weights and focal_gamma reweight "
                          "per-token cross-entropy and do not apply; leave them None")
-    if crf and label_all_subwords:
-        raise ValueError("crf=True tags each word's first sub-word (the CRF chains words, not pieces); "
+    if getattr(head, 'scores_sequences', False) and label_all_subwords:
+        raise ValueError(f"{head.__name__} tags each word's first sub-word (it chains words, not pieces); "
                          "leave label_all_subwords False")
     if training.metric_for_best not in _EVAL_KEYS:
         raise ValueError(f"training.metric_for_best={training.metric_for_best!r}; the validation gives {_EVAL_KEYS}")
@@ -541,7 +542,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     labels = list(label_list) if label_list is not None else label_list_for(train, scheme)
     cfg = _tagger_config(encoder, config, tokenizer, labels)
     seed_everything(seed)
-    model = (BertCRFForTokenClassification if crf else BertForTokenClassification)(cfg)
+    model = head(cfg)
     resolve_decode(model, decode, aggregation)   # an impossible choice fails before training
     model.config.extra.pop('label_all_subwords', None)
     if label_all_subwords: model.config.extra['label_all_subwords'] = True   # prediction refuses 'average' and 'max' then
@@ -572,11 +573,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         return {'loss': evaluate_batches(m, dev_batches)['loss'], **{k: scores[k] for k in _EVAL_KEYS[1:]}}
 
     trainer = Trainer(model, training, train_set, collate, eval_fn=evaluate, lengths=train_set.lengths,
-                      loss_fn=ner_loss(class_weights, focal_gamma))
-    if crf:   # the CRF's scores learn at crf_lr_factor times the rate (see `crf_optimizer`), on the same schedule
-        trainer.optimizer = crf_optimizer(model, training, trainer.device, crf_lr_factor)
-        warmup = training.warmup_steps if training.warmup_steps is not None else int(training.warmup_ratio * trainer.total_steps)
-        trainer.scheduler = make_scheduler(trainer.optimizer, trainer.total_steps, warmup, training.schedule)
+                      loss_fn=ner_loss(class_weights, focal_gamma), lr_factors=lr_factors)
     return model, trainer.fit()
 
 # %% ../nbs/08_token_classification.ipynb 61

@@ -8,13 +8,14 @@ import json, math, os, random, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from safetensors.torch import save_model, load_file
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 
 from .core import eval_mode, get_device
 
@@ -72,22 +73,36 @@ class TrainingConfig:
         self.adam_betas = tuple(self.adam_betas)
 
 # %% ../nbs/06_training.ipynb 9
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    "Two AdamW groups: weight decay on matrices (≥ 2-D), none on biases and LayerNorm weights."
-    decay, no_decay, seen = [], [], set()
+def param_groups(model: nn.Module,         # the model to optimise
+                 weight_decay: float,       # AdamW's decay of the matrices
+                 lr_factors: Mapping[str, float] | None = None,  # name prefix -> its own learning rate, as a factor
+                ) -> list[dict]:
+    """AdamW groups: weight decay on matrices (≥ 2-D), none on biases and LayerNorm weights; and one undecayed group
+    per prefix of `lr_factors` (its `lr_factor` key says how many times the base rate it learns at)."""
+    factors = dict(lr_factors or {})
+    if (bad := {k: f for k, f in factors.items() if not (isinstance(f, (int, float)) and f > 0)}):
+        raise ValueError(f"lr_factors must be positive numbers, got {bad}")
+    decay, no_decay, own, seen = [], [], {k: [] for k in factors}, set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen: continue   # a tied weight is one parameter
         seen.add(id(p))
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+        prefix = next((k for k in factors if name.startswith(k)), None)
+        if prefix is not None: own[prefix].append(p)
+        else: (decay if p.ndim >= 2 else no_decay).append(p)
+    if (empty := [k for k, ps in own.items() if not ps]): raise ValueError(f"lr_factors: no parameter's name starts with {empty}")
+    return ([{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+            + [{'params': ps, 'weight_decay': 0.0, 'lr_factor': factors[k]} for k, ps in own.items()])
 
 FUSED_ADAMW_DEVICES = ('cpu', 'cuda')   # where torch has a fused AdamW kernel that the book has measured
 
-def make_optimizer(model: nn.Module, cfg: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, cfg: TrainingConfig, device: torch.device,
+                   lr_factors: Mapping[str, float] | None = None,  # name prefix -> learning-rate factor (`param_groups`)
+                  ) -> torch.optim.AdamW:
     "AdamW over `param_groups`: fused (one pass over memory per tensor) on the CPU and CUDA, foreach elsewhere."
     fast = {'fused': True} if device.type in FUSED_ADAMW_DEVICES else {'foreach': True}
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
-                             eps=cfg.adam_eps, **fast)
+    groups = [{**g, 'lr': cfg.lr * g.pop('lr_factor')} if 'lr_factor' in g else g
+              for g in param_groups(model, cfg.weight_decay, lr_factors)]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, **fast)
 
 # %% ../nbs/06_training.ipynb 13
 def _linear(progress): return max(0.0, 1.0 - progress)
@@ -236,6 +251,7 @@ class Trainer:
                  lengths: Sequence[int] | None = None,  # example lengths, for group_by_length
                  forward_kwargs: dict | None = None,    # extra keywords for the training forward (e.g. masked_only=True)
                  loss_fn: Callable | None = None,       # (logits, labels) -> mean training loss over the labelled positions, instead of the model's own
+                 lr_factors: Mapping[str, float] | None = None,  # name prefix -> learning-rate factor; default: the model's `lr_factors`
                 ):
         if len(train_data) == 0: raise ValueError("train_data is empty")
         self.cfg, self.collate_fn, self.train_data, self.eval_batches = config, collate_fn, train_data, eval_batches
@@ -256,7 +272,8 @@ class Trainer:
             seed_rank(self.rank)   # after the weights are shared: each rank its own dropout masks
         self.amp_dtype = _autocast_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.optimizer = make_optimizer(model, config, self.device)
+        self.optimizer = make_optimizer(model, config, self.device,
+                                        getattr(model, 'lr_factors', None) if lr_factors is None else lr_factors)
         self.global_batch = config.batch_size * self.world
         n_batches = sum(len(b) >= self.world for b in batch_schedule(   # the batches `_epoch_steps` keeps
             len(train_data), self.global_batch, epoch=0, seed=config.seed, shuffle=False, drop_last=config.drop_last))
@@ -290,6 +307,7 @@ class Trainer:
         return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
 # %% ../nbs/06_training.ipynb 34
+@patch
 def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
     if self.loss_fn is None:
@@ -307,10 +325,12 @@ def _n_labelled(batch: dict) -> torch.Tensor:
     if labels is None: return torch.tensor(len(next(v for v in batch.values() if torch.is_tensor(v))))
     return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != -100).sum()
 
+@patch
 def _nonfinite(self: Trainer, why: str) -> FloatingPointError:
     return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
                               f"are those after step {self.step}.")
 
+@patch
 def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
     The step's loss is the mean over *every labelled position* of the step, on every process: each micro-batch's
@@ -318,7 +338,7 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     over the processes (and multiplied by the world size, which DDP's gradient average divides out again)."""
     self.train_model.train()
     batches = [self._micro_batch(indices) for indices in group]
-    counts = torch.stack([self._n_labelled(b).to(self.device, torch.float64) for b in batches])   # (k,)
+    counts = torch.stack([_n_labelled(b).to(self.device, torch.float64) for b in batches])   # (k,)
     total = counts.sum()
     if self.world > 1: dist.all_reduce(total)
     n_total, counts = total.item(), counts.tolist()   # the same N on every process, so they all agree below
@@ -349,16 +369,17 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     self.optimizer.zero_grad(set_to_none=True)
     return loss_sum
 
-Trainer._loss, Trainer._n_labelled, Trainer._nonfinite, Trainer._optimizer_step = _loss, staticmethod(_n_labelled), _nonfinite, _optimizer_step
 
 # %% ../nbs/06_training.ipynb 38
-def _evaluate(self: Trainer) -> dict:
+@patch
+def evaluate(self: Trainer) -> dict:
     "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
     if self.eval_fn is not None: return self.eval_fn(self.model)
     if self.eval_batches is None: return {}
     mine = [b for i, b in enumerate(self.eval_batches) if i % self.world == self.rank]
     return evaluate_batches(self.model, mine, self.device, autocast_dtype=self.amp_dtype)
 
+@patch
 def _evaluate_and_keep_best(self: Trainer, bar) -> bool:
     "Evaluate, record, keep the best weights; True when early stopping says stop."
     metrics = self.evaluate()
@@ -380,20 +401,20 @@ def _evaluate_and_keep_best(self: Trainer, bar) -> bool:
         bar.write(f"step {self.step}: " + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
     return c.early_stopping_patience is not None and self.bad_evals >= c.early_stopping_patience
 
+@patch
 def _load_best(self: Trainer):
     "Put the best evaluation's weights back (from memory, or from output_dir/best after a resume)."
     best_dir = Path(self.cfg.output_dir) / 'best' if self.cfg.output_dir else None
     if self.best_state is not None: self.model.load_state_dict(self.best_state)
     elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
 
-Trainer.evaluate, Trainer._evaluate_and_keep_best, Trainer._load_best = _evaluate, _evaluate_and_keep_best, _load_best
-
 # %% ../nbs/06_training.ipynb 42
 def _torch_rng_state() -> dict:
     "This process's torch random state: the CPU's and every GPU's."
     return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = False) -> Path | None:
+@patch
+def save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = False) -> Path | None:
     """Write model.safetensors and config.json, and (unless weights_only) trainer_state.pt with the optimizer,
     scheduler, scaler, position in the data and random states, so that `fit(resume_from=folder)` continues exactly."""
     gen = getattr(self.collate_fn, 'generator', None)
@@ -421,7 +442,8 @@ def _save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = Fal
     if self.world > 1: dist.barrier()
     return folder
 
-def _load_checkpoint(self: Trainer, folder: str | Path):
+@patch
+def load_checkpoint(self: Trainer, folder: str | Path):
     "Restore what `save_checkpoint` wrote (safetensors and `torch.load(weights_only=True)`: no code is unpickled)."
     folder = Path(folder)
     for name in ('model.safetensors', 'trainer_state.pt', 'history.json'):
@@ -445,6 +467,7 @@ def _load_checkpoint(self: Trainer, folder: str | Path):
     if self.rank < len(rngs) and rngs[self.rank] is not None and isinstance(gen, torch.Generator): gen.set_state(rngs[self.rank])
     self.history = History.from_dict(json.loads((folder / 'history.json').read_text()))
 
+@patch
 def _load_weights(self: Trainer, path: Path):
     """Load a model.safetensors into the model. `save_model` writes a tied weight once (the MLM decoder shares the word
     embeddings), so its other names are missing from the file: the model's load hook ties them again, and only
@@ -455,10 +478,9 @@ def _load_weights(self: Trainer, path: Path):
         if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
 
-Trainer.save_checkpoint, Trainer.load_checkpoint, Trainer._load_weights = _save_checkpoint, _load_checkpoint, _load_weights
-
 # %% ../nbs/06_training.ipynb 46
-def _fit(self: Trainer, resume_from: str | Path | None = None) -> History:
+@patch
+def fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."
     if resume_from is not None: self.load_checkpoint(resume_from)
     c = self.cfg
@@ -488,5 +510,3 @@ def _fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     if c.output_dir: self.save_checkpoint(Path(c.output_dir) / 'last')
     if c.load_best_at_end: self._load_best()
     return self.history
-
-Trainer.fit = _fit

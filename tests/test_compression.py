@@ -1,4 +1,4 @@
-"""Compression seen from outside (chapter 13): int8 quantisation, head pruning with its config round trip, magnitude
+"""Compression seen from outside (chapter 12): int8 quantisation, head pruning with its config round trip, magnitude
 pruning, distillation, the engine's and the server's `--quantize int8`, and `bert-book compress`."""
 import copy, json, shutil
 

@@ -19,12 +19,12 @@ httpx = importlib.import_module('httpx')
 
 from bert_book.core import BertConfig, seed_everything
 from bert_book.crf import (CRF, BertCRFForTokenClassification, allowed_transitions, constrained_decode, grammar_scores,
-                           labels_scheme, load_tagger, pack, viterbi, word_start_mask, has_crf)
+                           labels_scheme, pack, viterbi, word_start_mask, has_crf)
 from bert_book.data import TaggedSentence, load_corpus, sequence_error
 from bert_book.datasets import read_wnut, wnut16
 from bert_book.heads import BertForTokenClassification
-from bert_book.pretrained import from_pretrained, save_pretrained, load_state_dict
-from bert_book.serving import BackgroundServer, Engine, create_app, folder_task, engine_info
+from bert_book.pretrained import folder_task, from_pretrained, load_model, save_pretrained, load_state_dict
+from bert_book.serving import BackgroundServer, Engine, create_app, engine_info
 from bert_book.token_classification import NERPipeline, encode_ner, NERCollator, train_ner, predict_ner
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import TrainingConfig
@@ -220,14 +220,14 @@ def tiny(tmp_path_factory):
 
 
 def test_saved_crf_tagger_round_trips(tiny):
-    back = load_tagger(tiny['crf_dir'], device='cpu')
+    back = load_model(tiny['crf_dir'], device='cpu')
     assert type(back) is BertCRFForTokenClassification and has_crf(back)
     assert json.loads((tiny['crf_dir'] / 'config.json').read_text())['architectures'] == ['BertCRFForTokenClassification']
     state = back.state_dict()
     assert {'crf.transitions', 'crf.start_transitions', 'crf.end_transitions'} <= set(state)
     assert all(torch.equal(v, state[k]) for k, v in tiny['crf'].state_dict().items())
     assert folder_task(tiny['crf_dir']) == 'token-classification'
-    assert type(load_tagger(tiny['plain_dir'], device='cpu')) is BertForTokenClassification
+    assert type(load_model(tiny['plain_dir'], device='cpu')) is BertForTokenClassification
     sents = [['Angela', 'Merkel', 'visited', 'Paris'], ['ok']]
     assert predict_ner(back, tiny['tok'], sents) == predict_ner(tiny['crf'], tiny['tok'], sents)
 
@@ -250,7 +250,7 @@ def test_crf_folder_without_its_crf_weights_is_an_error(tiny):
     w = load_state_dict(broken)
     del w['crf.start_transitions']
     save_file(w, str(broken / 'model.safetensors'))
-    with pytest.raises(ValueError, match='crf.start_transitions'): load_tagger(broken, device='cpu')
+    with pytest.raises(ValueError, match='crf.start_transitions'): load_model(broken, device='cpu')
 
 
 def test_pipeline_crf_decoding_equals_the_models_own(tiny):
@@ -284,15 +284,15 @@ def test_train_ner_with_crf_learns_its_transitions():
                      intermediate_size=64, max_position_embeddings=32)
     training = TrainingConfig(max_steps=12, batch_size=8, lr=1e-3, progress=False, metric_for_best='f1')
     seed_everything(0)
-    model, history = train_ner(sents, sents[:2], tok, training=training, config=cfg, crf=True)
+    model, history = train_ner(sents, sents[:2], tok, training=training, config=cfg, head=BertCRFForTokenClassification)
     assert has_crf(model) and history.eval[-1]['f1'] > 0
     first_loss, last_loss = history.train[0]['loss'], history.train[-1]['loss']
     assert last_loss < first_loss
     # at 100x the rate the CRF's scores moved well beyond their uniform(-0.1, 0.1) start: B-PER -> I-PER is favoured
     l2i = model.config.label2id
     assert model.crf.transitions[l2i['B-PER'], l2i['I-PER']] > model.crf.transitions[l2i['O'], l2i['I-PER']] + 0.2
-    with pytest.raises(ValueError, match='class_weights'): train_ner(sents, sents, tok, training=training, config=cfg, crf=True, class_weights='balanced')
-    with pytest.raises(ValueError, match='first sub-word'): train_ner(sents, sents, tok, training=training, config=cfg, crf=True, label_all_subwords=True)
+    with pytest.raises(ValueError, match='class_weights'): train_ner(sents, sents, tok, training=training, config=cfg, head=BertCRFForTokenClassification, class_weights='balanced')
+    with pytest.raises(ValueError, match='first sub-word'): train_ner(sents, sents, tok, training=training, config=cfg, head=BertCRFForTokenClassification, label_all_subwords=True)
 
 
 # --- the service and the command line ---------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_cli_predict_decode(tiny):
 
 
 def test_a_crf_folder_is_not_loaded_without_its_crf(tiny):
-    with pytest.raises(ValueError, match='BertCRFForTokenClassification.*load_tagger'):
+    with pytest.raises(ValueError, match='BertCRFForTokenClassification.*load_model'):
         from_pretrained(tiny['crf_dir'], 'token-classification', device='cpu')
     assert type(from_pretrained(tiny['crf_dir'], device='cpu')).__name__ == 'BertModel'   # its encoder alone: fine
-    assert has_crf(load_tagger(tiny['crf_dir'], device='cpu'))
+    assert has_crf(load_model(tiny['crf_dir'], device='cpu'))

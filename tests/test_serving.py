@@ -24,7 +24,8 @@ from bert_book.data import load_corpus, load_sample, detokenize
 from bert_book.heads import BertForMaskedLM, BertForTokenClassification
 from bert_book.pretrained import save_pretrained
 from bert_book.cli import ServeProcess, run_here
-from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app, folder_task
+from bert_book.pretrained import folder_task
+from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app
 from bert_book.token_classification import NERPipeline
 from bert_book.tokenizer import train_wordpiece
 
@@ -83,7 +84,9 @@ def test_engine_empty_inputs(engine):
     e = engine.encode([''])[0]
     assert e['tokens'] == ['[CLS]', '[SEP]'] and e['offsets'] == [(0, 0), (0, 0)] and not e['truncated']
     assert engine.ner(['']) == [[]]
-    with pytest.raises(TypeError, match='not one str'): engine.encode('Paris')
+    one = engine.encode('Paris')                        # one str: its one result, as a pipeline gives it
+    assert one['tokens'] == engine.encode(['Paris'])[0]['tokens'] and engine.ner('') == []
+    with pytest.raises(TypeError, match='got dict'): engine.encode({'text': 'Paris'})
 
 
 def test_engine_encode_is_the_model_alone(engine, folders):

@@ -1,0 +1,94 @@
+"""The package's architecture rules, checked on its source: reading order is import order (a module imports only
+modules of earlier chapters, at the top or inside a function), and the front door `import bert_book as bb` gives the
+names a user starts from, with `bb.load(folder)` answering one text or many."""
+import ast, json, re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / 'bert_book'
+
+
+def chapter_of_module() -> dict[str, str]:
+    "Each module's chapter: the notebook (by file name, which is reading order) whose `default_exp` writes it."
+    chapters = {}
+    for nb in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')):
+        for cell in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+            for name in re.findall(r'^#\|\s*default_exp\s+([\w.]+)', ''.join(cell['source']), re.M):
+                assert name not in chapters, f'{name} is written by {chapters[name]} and {nb.stem}'
+                chapters[name] = nb.stem
+    return chapters
+
+
+def package_imports(path: Path) -> list[tuple[str, int]]:
+    "(module of this package, line) for every import in a module's source, at any depth."
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:    # from .x import y / from . import x
+                names = [node.module.split('.')[0]] if node.module else [a.name for a in node.names]
+            elif node.module == 'bert_book': names = [a.name for a in node.names]
+            elif (node.module or '').startswith('bert_book.'): names = [node.module.split('.')[1]]
+            else: names = []
+        elif isinstance(node, ast.Import):
+            names = [a.name.split('.')[1] for a in node.names if a.name.startswith('bert_book.')]
+        else: names = []
+        found += [(n, node.lineno) for n in names]
+    return found
+
+
+def test_every_module_has_a_chapter():
+    chapters = chapter_of_module()
+    modules = {p.stem for p in PACKAGE.glob('*.py') if not p.stem.startswith('_')}
+    assert modules == set(chapters), f'modules without a chapter: {modules - set(chapters)}'
+
+
+def test_reading_order_is_import_order():
+    chapters = chapter_of_module()
+    forward = [f'{p.stem} ({chapters[p.stem]}) imports {name} ({chapters[name]}) at line {line}'
+               for p in sorted(PACKAGE.glob('*.py')) if p.stem in chapters
+               for name, line in package_imports(p) if name in chapters and chapters[name] > chapters[p.stem]]
+    assert not forward, 'imports of later chapters:\n' + '\n'.join(forward)
+
+
+def test_the_check_sees_a_forward_import(tmp_path):
+    "The parser finds imports at the top, inside functions, relative and absolute."
+    src = tmp_path / 'm.py'
+    src.write_text('from .core import x\nimport bert_book.cli\ndef f():\n    from bert_book import serving\n'
+                   '    from bert_book.ood import g\n')
+    assert package_imports(src) == [('core', 1), ('cli', 2), ('serving', 4), ('ood', 5)]
+
+
+def test_front_door_names():
+    import bert_book as bb
+    assert bb.__doc__ and 'bb.load' in bb.__doc__
+    missing = [n for n in bb.__all__ if not hasattr(bb, n)]
+    assert not missing
+    for name in ('load', 'load_model', 'train_ner', 'train_classifier', 'pretrain_mlm', 'Engine', 'save_pretrained'):
+        assert name in bb.__all__
+    from bert_book.pretrained import ARCHITECTURES
+    from bert_book.token_classification import DECODERS
+    assert 'BertCRFForTokenClassification' in ARCHITECTURES and set(DECODERS) == {'argmax', 'constrained', 'crf'}
+
+
+@pytest.fixture(scope='module')
+def tagger_folder(tmp_path_factory):
+    import bert_book as bb
+    from bert_book.data import load_corpus
+    tok = bb.train_wordpiece(load_corpus()[:500], vocab_size=300, model_max_length=32)
+    config = bb.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=32,
+                           id2label={0: 'O', 1: 'B-PER', 2: 'I-PER', 3: 'B-LOC', 4: 'I-LOC'})
+    bb.seed_everything(0)
+    return bb.save_pretrained(bb.BertForTokenClassification(config).eval(), tok, tmp_path_factory.mktemp('ner'))
+
+
+def test_load_answers_one_text_or_many(tagger_folder):
+    import bert_book as bb
+    engine = bb.load(tagger_folder, device='cpu')
+    texts = ['Angela Merkel met Emmanuel Macron in Paris.', 'Nothing here.']
+    many = engine.ner(texts)
+    assert isinstance(many, list) and len(many) == 2
+    assert engine.ner(texts[0]) == many[0] and engine.encode(texts[1])['tokens'] == engine.encode(texts)[1]['tokens']
+    with pytest.raises(TypeError, match=r'texts\[1\] is int'): engine.ner(['ok', 3])
