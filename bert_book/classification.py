@@ -4,9 +4,9 @@
 
 # %% ../nbs/11_classification.ipynb 2
 from __future__ import annotations
-import math, re, time, warnings
+import math, re, warnings
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +17,7 @@ from torch import nn, Tensor
 from .core import BertConfig, eval_mode, seed_everything
 from .datasets import LabelledText
 from .heads import BertForSequenceClassification
-from .mlm import compact_config
-from .pretrained import from_pretrained, load_config
+from .pretrained import from_pretrained
 from .token_classification import _encoder_of, length_sorted_chunks, pad_ids   # chapter 8
 from .training import Trainer, TrainingConfig, History
 

@@ -4,9 +4,9 @@
 
 # %% ../nbs/00_core.ipynb 2
 from __future__ import annotations
-import json, math, os, random
+import json, os, random
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 

@@ -4,13 +4,12 @@
 
 # %% ../nbs/10_real_ner.ipynb 2
 from __future__ import annotations
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn, Tensor
 
-from .core import BertConfig, get_device
+from .core import BertConfig
 from .data import split_tag
 from .heads import IGNORE_INDEX, BertForTokenClassification, BertHeadOutput, check_labels
 from .pretrained import register_architecture

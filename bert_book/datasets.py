@@ -4,8 +4,8 @@
 
 # %% ../nbs/02a_datasets.ipynb 2
 from __future__ import annotations
-import bz2, csv, gzip, io, json, lzma, os, random
-from collections import Counter, defaultdict
+import bz2, csv, gzip, json, lzma, os, random
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata

@@ -10,7 +10,6 @@ from typing import Callable, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
-import torch
 
 from .core import get_device, seed_everything
 from .data import load_corpus, load_sample

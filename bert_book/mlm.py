@@ -5,7 +5,6 @@
 # %% ../nbs/06a_mlm.ipynb 2
 from __future__ import annotations
 import math
-from collections import Counter
 from typing import Sequence
 
 import torch

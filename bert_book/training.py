@@ -4,11 +4,11 @@
 
 # %% ../nbs/06_training.ipynb 3
 from __future__ import annotations
-import json, math, os, random, time, warnings
+import json, math, os, warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
