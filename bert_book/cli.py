@@ -8,20 +8,19 @@ import argparse, contextlib, io, json, logging, signal, subprocess, sys, tempfil
 from pathlib import Path
 from typing import Sequence
 
-from .core import seed_everything
-from .data import read_conll, read_jsonl, load_corpus, detokenize, sample_path
+from .data import read_conll, read_jsonl, load_corpus
 from .mlm import compact_config, pretrain_mlm
 from .pretrained import load_model, save_pretrained, WEIGHTS_NAME
 from .tokenizer import BertTokenizer, train_wordpiece
-from .token_classification import DECODERS, train_ner
+from .token_classification import AGGREGATIONS, DECODERS, train_ner
 from .heads import BertForTokenClassification
 from .crf import BertCRFForTokenClassification
-from .datasets import read_labelled_texts, rotten_tomatoes
+from .datasets import FORMATS, read_labelled_texts, rotten_tomatoes
 from .classification import new_classifier, train_classifier
 from .training import TrainingConfig
 from .pretrained import folder_task
-from .compression import prune_folder, quantize_for_serving
-from .ood import GUARD_FILE, fit_guard
+from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
+from .ood import GUARD_FILE, GUARD_METHODS, POOLINGS, fit_guard
 from .serving import Engine, Limits, free_port, serve
 from .demo import main as demo_main
 
@@ -224,7 +223,7 @@ def _add_labelled_options(p: argparse.ArgumentParser, purpose: str):
     p.add_argument('--dev', default=None, help='validation examples, same format')
     p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
     p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
-    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the files' format (default: from the file name)")
+    p.add_argument('--format', choices=FORMATS, default=None, help="the files' format (default: from the file name)")
     p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training examples')
 
 def _add_training_options(p: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float):
@@ -274,11 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('fit-guard', help="fit a sentence classifier's out-of-distribution guard", description=cmd_fit_guard.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a sentence-classifier folder; the guard is written into it')
     _add_labelled_options(p, 'in-distribution')
-    p.add_argument('--method', choices=('mahalanobis', 'msp', 'energy', 'max_logit'), default='mahalanobis', help='the OOD score (default: %(default)s)')
-    p.add_argument('--pooling', choices=('cls', 'mean', 'pooler'), default='cls', help='sentence features for mahalanobis (default: %(default)s, the best in chapter 13)')
+    p.add_argument('--method', choices=GUARD_METHODS, default='mahalanobis', help='the OOD score (default: %(default)s)')
+    p.add_argument('--pooling', choices=POOLINGS, default='cls', help='sentence features for mahalanobis (default: %(default)s, the best in chapter 13)')
     p.add_argument('--accept', type=float, default=0.95, help='the share of --dev texts the threshold accepts (default: %(default)s)')
     p.add_argument('--max-length', type=_positive_int, default=None, help="tokens per text (default: the model's limit)")
-    p.add_argument('--quantize', default=None, choices=('int8',), help='fit the guard for `serve --quantize int8`: on the int8 model (a guard serves the precision it was fitted on)')
+    p.add_argument('--quantize', default=None, choices=QUANTIZATIONS, help='fit the guard for `serve --quantize int8`: on the int8 model (a guard serves the precision it was fitted on)')
     p.add_argument('--overwrite', action='store_true', help='replace a guard already in the folder')
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_fit_guard)
@@ -290,14 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dev', required=True, help='validation examples for head importance: labelled texts (.csv, .tsv, .jsonl) for a classifier, CoNLL for a tagger')
     p.add_argument('--text-column', default='text', help='the column (or JSON key) of the text (default: %(default)s)')
     p.add_argument('--label-column', default='label', help='the column of the label (default: %(default)s)')
-    p.add_argument('--format', choices=('csv', 'tsv', 'jsonl'), default=None, help="the file's format (default: from the file name)")
+    p.add_argument('--format', choices=FORMATS, default=None, help="the file's format (default: from the file name)")
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_compress)
 
     p = sub.add_parser('predict', help='print the entities or the label of texts as JSON lines', description=cmd_predict.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger or sentence-classifier folder (config.json, weights, tokenizer)')
     p.add_argument('texts', metavar='TEXT', nargs='+', help="texts to tag; '-' reads one text per line from standard input")
-    p.add_argument('--aggregation', choices=('first', 'average', 'max'), default='first', help='how sub-word tags become word tags (default: %(default)s)')
+    p.add_argument('--aggregation', choices=AGGREGATIONS, default='first', help='how sub-word tags become word tags (default: %(default)s)')
     p.add_argument('--decode', choices=tuple(DECODERS), default=None, help="how a tagger's tags are decoded: per word, the best sequence the tag grammar allows, or the model's CRF (default: crf for a CRF tagger, else argmax)")
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.set_defaults(run=cmd_predict)
@@ -313,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-wait-ms', type=float, default=5.0, help='how long a request waits for others to batch with (default: %(default)s)')
     p.add_argument('--no-batching', action='store_true', help='run each request alone (for comparison)')
     p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
-    p.add_argument('--quantize', default=None, choices=('int8',), help='quantise the float32 weights as they load: int8 on the CPU (chapter 12); its answers depend on the other texts in a micro-batch (one activation scale per call: about 0.01 in probability); where an answer must not change, send one text per request with --no-batching')
+    p.add_argument('--quantize', default=None, choices=QUANTIZATIONS, help='quantise the float32 weights as they load: int8 on the CPU (chapter 12); its answers depend on the other texts in a micro-batch (one activation scale per call: about 0.01 in probability); where an answer must not change, send one text per request with --no-batching')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
     return parser
