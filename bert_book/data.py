@@ -8,16 +8,18 @@ import gc, json, os, random
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 # %% auto 0
-__all__ = ['SCHEMES', 'SCHEME_ALIASES', 'DOCSTART', 'AMBIGUITY', 'SAMPLE_LABELS', 'SAMPLE_FILES', 'SAMPLE_SIZES', 'SAMPLE_SEEDS',
-           'toy_corpus', 'TaggedSentence', 'toy_ner', 'Span', 'normalize_scheme', 'split_tag', 'tags_to_spans',
-           'spans_to_tags', 'tag_error', 'sequence_error', 'validate_tags', 'convert_tags', 'convert_sentences',
-           'read_conll', 'write_conll', 'read_jsonl', 'write_jsonl', 'iter_synthetic_ner', 'synthetic_ner',
-           'detokenize', 'synthetic_corpus', 'write_sample_data', 'sample_path', 'load_sample', 'load_corpus']
+__all__ = ['SCHEMES', 'SCHEME_ALIASES', 'DOCSTART', 'VOCABULARY_FILE', 'AMBIGUITY', 'SAMPLE_LABELS', 'SAMPLE_FILES',
+           'SAMPLE_SIZES', 'SAMPLE_SEEDS', 'toy_corpus', 'TaggedSentence', 'toy_ner', 'Span', 'normalize_scheme',
+           'split_tag', 'tags_to_spans', 'spans_to_tags', 'tag_error', 'sequence_error', 'validate_tags',
+           'convert_tags', 'convert_sentences', 'read_conll', 'write_conll', 'read_jsonl', 'write_jsonl',
+           'iter_synthetic_ner', 'synthetic_ner', 'detokenize', 'synthetic_corpus', 'write_sample_data', 'sample_path',
+           'load_sample', 'load_corpus']
 
 # %% ../nbs/02_data.ipynb 6
 def toy_corpus() -> list[str]:
@@ -371,94 +373,30 @@ def write_jsonl(sentences: Iterable[TaggedSentence], # the sentences to write
     return path
 
 # %% ../nbs/02_data.ipynb 34
-def _words(s: str) -> tuple[str, ...]: return tuple(s.split())
-def _names(s: str) -> tuple[str, ...]: return tuple(' '.join(x.split()) for x in s.split('|') if x.strip())
-def _lines(s: str) -> tuple[str, ...]: return tuple(x.strip() for x in s.splitlines() if x.strip())
+VOCABULARY_FILE = 'synthetic_news.json'  # beside the modules, shipped as package data (settings.ini)
+
+_V = json.loads((resources.files('bert_book') / VOCABULARY_FILE).read_text(encoding='utf-8'))
+def _lists(group: str, *names: str) -> list[tuple[str, ...]]: return [tuple(_V[group][n]) for n in names]
 
 # people: given names, family names; the ambiguous ones are also places
-_FIRST = _words("""James Mary John Patricia Robert Jennifer Michael Linda David Elizabeth William Barbara Richard Susan
-    Thomas Sarah Daniel Karen Matthew Nancy Anthony Lisa Mark Margaret Paul Sandra Steven Ashley Andrew Emily Kevin
-    Michelle Brian Laura George Rachel Edward Anna Peter Helen Oliver Emma Lucas Sophie Ahmed Fatima Mohammed Aisha
-    Omar Leila Hiroshi Yuki Kenji Aiko Wei Mei Jun Priya Rahul Arjun Ananya Ivan Olga Dmitri Natasha Pierre Marie
-    Jean Camille Hans Greta Klaus Ingrid Giovanni Giulia Marco Chiara Pablo Lucía Carlos Sofía Diego Valentina João
-    Inês Chinedu Ngozi Kwame Amara Tomasz Agnieszka Lars Astrid José François Zoë Søren Björn Łukasz Chloé Renée
-    Jürgen Ángel Élodie Andrés Raúl Mónica Gaël Håkon Siobhán Maria Ana Luis Kofi Nia Tariq Yasmin Mateo Elena""")
-_LAST = _words("""Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore Martin Lee
-    Walker Hall Young King Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans
-    Turner Parker Collins Edwards Stewart Morris Murphy Cook Rogers Morgan Cooper Peterson Reed Bailey Kelly Howard
-    Ward Richardson Watson Brooks Wood Bennett Gray Hughes Price Sanders Ross Foster García Rodríguez Martínez López
-    González Pérez Sánchez Ramírez Müller Schmidt Schneider Fischer Weber Wagner Becker Dubois Lefèvre Moreau Laurent
-    Girard Rossi Russo Ferrari Esposito Bianchi Romano Nguyen Tran Pham Kim Park Choi Wang Zhang Liu Chen Tanaka
-    Suzuki Yamamoto Sato Patel Sharma Singh Gupta Kumar Ivanov Petrov Smirnov Kowalski Nowak Wiśniewski Novák Dvořák
-    Jansen Bakker Andersson Johansson Nilsson Hansen Jensen Nielsen Okafor Mensah Adeyemi Haddad Khalil Cohen Levi
-    O'Brien O'Connor McDonald MacLeod Smith-Jones Al-Farsi Papadopoulos Yılmaz Öztürk Çelik Szabó Horváth Kovács""")
-_LAST_MULTI = _names("de la Cruz | van der Berg | da Silva | dos Santos | de Souza | van Dijk | Le Roux | del Toro | di Stefano | de Vries")
-_INITIALS = _words("A. B. C. D. E. F. J. K. L. M. P. R. S. T. W.")
-_AMBIG_FIRST = _words("Florence Georgia Victoria Sydney Chelsea Paris Austin Jordan Madison Savannah Dallas Phoenix Adelaide Orlando Chad India Israel")
-_AMBIG_LAST = _words("Washington Jordan Lincoln Jackson Houston Hamilton Wellington Kingston Columbus Cleveland Lancaster Chester Austin")
-
+_FIRST, _LAST, _LAST_MULTI, _INITIALS, _AMBIG_FIRST, _AMBIG_LAST = _lists(
+    'people', 'first', 'last', 'last_multi', 'initials', 'ambiguous_first', 'ambiguous_last')
 # places
-_CITIES = _words("""London Paris Berlin Madrid Rome Tokyo Beijing Moscow Cairo Lagos Nairobi Mumbai Toronto Chicago Boston
-    Seattle Denver Miami Atlanta Dublin Lisbon Vienna Prague Warsaw Budapest Athens Istanbul Dubai Singapore Bangkok
-    Jakarta Manila Seoul Lima Bogotá Santiago Havana Oslo Stockholm Helsinki Copenhagen Amsterdam Brussels Geneva Milan
-    Naples Munich Hamburg Lyon Marseille Barcelona Seville Porto Kyiv Tbilisi Baku Karachi Dhaka Hanoi Osaka Kyoto
-    Melbourne Auckland Vancouver Montréal Zürich Kraków Reykjavík Düsseldorf Málaga Córdoba Göteborg Tromsø Nîmes Liège
-    Liverpool Manchester Valencia Glasgow Edinburgh Cardiff Belfast Marrakesh Accra Dakar Casablanca Doha Riyadh""")
-_CITIES_MULTI = _names("""New York | Los Angeles | San Francisco | Rio de Janeiro | São Paulo | Buenos Aires | Hong Kong |
-    Kuala Lumpur | Cape Town | Mexico City | St. Louis | Saint-Étienne | Las Vegas | New Delhi | Tel Aviv | Abu Dhabi |
-    Addis Ababa | Dar es Salaam | Port-au-Prince | Salt Lake City | Santa Cruz | Frankfurt am Main | The Hague |
-    Ho Chi Minh City | Stratford-upon-Avon | New Orleans | Las Palmas | San Sebastián""")
-_COUNTRIES = _names("""France | Germany | Spain | Italy | Japan | China | Russia | Brazil | Argentina | Mexico | Canada |
-    Nigeria | Kenya | Egypt | Australia | Portugal | Norway | Sweden | Poland | Greece | Turkey | Iran | Peru | Chile |
-    Colombia | Cuba | Vietnam | Indonesia | Ghana | Morocco | Ireland | Scotland | Wales | Switzerland | Austria |
-    Belgium | Denmark | Finland | Iceland | Hungary | Ukraine | Senegal | Qatar | Nepal | Bolivia | Ecuador |
-    the United States | the United Kingdom | South Africa | New Zealand | South Korea | Saudi Arabia | Sri Lanka |
-    Costa Rica | Côte d'Ivoire | the Czech Republic | Papua New Guinea | Bosnia and Herzegovina | Trinidad and Tobago |
-    El Salvador | Puerto Rico | Burkina Faso | the United Arab Emirates | the Netherlands | the Philippines""")
-_REGIONS = _names("""Bavaria | Catalonia | Siberia | Patagonia | Tuscany | Provence | Texas | California | Florida |
-    Ohio | Quebec | Ontario | Kashmir | Andalusia | the Sahara | the Amazon | the Danube | the Rhine | the Nile |
-    the Himalayas | the Alps | Mount Everest | Lake Geneva | Silicon Valley | the Rocky Mountains | the Gulf of Mexico |
-    the Black Sea | the Middle East | the River Thames | the Grand Canyon | Mont Blanc | Lake Titicaca |
-    the Scottish Highlands""")
-_AMBIG_PLACES = _words("Washington Jordan Georgia Florence Victoria Sydney Chelsea Paris Austin Lincoln Houston Hamilton Wellington Kingston Columbus Cleveland Chad Israel India Phoenix Dallas Savannah Madison Adelaide Orlando Jackson Lancaster Chester")
-
+_CITIES, _CITIES_MULTI, _COUNTRIES, _REGIONS, _AMBIG_PLACES, _AMBIG_COUNTRIES = _lists(
+    'places', 'cities', 'cities_multi', 'countries', 'regions', 'ambiguous', 'ambiguous_countries')
 # organisations
-_CLUBS = _names("""Liverpool | Chelsea | Barcelona | Valencia | Porto | Lyon | Marseille | Arsenal | Juventus | Ajax |
-    Benfica | Celtic | Rangers | Everton | Manchester United | Manchester City | Real Madrid | Atlético Madrid |
-    Bayern Munich | Borussia Dortmund | Paris Saint-Germain | Inter Milan | AC Milan | Boca Juniors | River Plate |
-    the Los Angeles Lakers | the Boston Celtics | the Chicago Bulls | the New York Yankees | the Toronto Maple Leafs |
-    Galatasaray""")
-_COMPANIES = _names("""Bank of America | General Motors | Siemens | Toyota | Nestlé | Procter & Gamble | Johnson & Johnson |
-    AT&T | Deutsche Bank | Banco Santander | Crédit Agricole | Samsung | Sony | Microsoft | Google | Amazon | Volkswagen |
-    BMW | Renault | Fiat | Airbus | Boeing | Unilever | Shell | Gazprom | Tata Motors | Infosys | Alibaba | Tencent |
-    Huawei | Nokia | Ericsson | IKEA | H&M | Heineken | Carlsberg | L'Oréal | Hermès | Société Générale | Goldman Sachs |
-    Morgan Stanley | Wells Fargo | Ford | Exxon Mobil | Coca-Cola | PepsiCo | Walmart | Nike | Adidas | Rolls-Royce |
-    Mitsubishi | Hitachi | Philips | Maersk | Lufthansa | Air France | British Airways | Qantas | Emirates""")
-_BRAND_WORDS = _words("""Northwind Bluestone Silverline Redwood Apex Summit Horizon Pinnacle Evergreen Ironbridge Brightwater
-    Lakeside Highland Meridian Atlas Orion Vertex Quantum Sterling Crescent Harbor Falcon Granite Aurelia Kestrel""")
-_ORG_SUFFIXES = _names("Inc. | Corp. | Ltd. | Group | Holdings | Systems | Technologies | Partners | Capital | Industries | Energy | Pharmaceuticals | Airlines | Media | Foods | Motors | Insurance | & Co.")
-_INSTITUTIONS = _names("""the United Nations | the World Health Organization | the European Union | the World Bank |
-    the International Monetary Fund | the Red Cross | Amnesty International | Greenpeace | NATO | UNESCO | FIFA |
-    Interpol | the European Space Agency | NASA | Harvard University | Stanford University | the University of Oxford |
-    the Sorbonne | the Massachusetts Institute of Technology | the Max Planck Institute | the Bundesbank |
-    the Federal Reserve | the European Central Bank | the Labour Party | the Green Party | the Social Democratic Party |
-    the Supreme Court | the Ministry of Finance | Médecins Sans Frontières | the World Trade Organization""")
-_NEWS = _names("Reuters | Associated Press | BBC | CNN | Al Jazeera | The New York Times | Le Monde | Der Spiegel | El País | The Guardian | Bloomberg | NHK")
-
+_CLUBS, _COMPANIES, _BRAND_WORDS, _ORG_SUFFIXES, _CITY_COMPANY, _INSTITUTIONS, _CITY_INSTITUTIONS, _NEWS = _lists(
+    'organisations', 'clubs', 'companies', 'brand_words', 'brand_suffixes', 'city_company_suffixes', 'institutions',
+    'city_institutions', 'news')
 # miscellaneous names
-_NATIONALITIES = _words("""French German Spanish Italian Japanese Chinese Russian Brazilian Argentine Mexican Canadian
-    Nigerian Kenyan Egyptian Australian Portuguese Norwegian Swedish Polish Greek Turkish Iranian Peruvian Chilean
-    Colombian Cuban Vietnamese Indonesian Ghanaian Moroccan Irish Scottish Welsh Swiss Austrian Belgian Dutch Danish
-    Finnish Icelandic Hungarian Ukrainian American British Korean Senegalese Nepalese Israeli Jordanian Georgian""")
-_EVENTS = _names("""World Cup | Olympic Games | Tour de France | Australian Open | Wimbledon | Champions League | Super Bowl |
-    Eurovision Song Contest | Cannes Film Festival | Oktoberfest | Commonwealth Games | Copa América | Rugby World Cup |
-    Paris Marathon | Africa Cup of Nations | Davis Cup | Ryder Cup | Venice Biennale | Edinburgh Festival | Carnival""")
-_AWARDS = _names("Nobel Prize | Pulitzer Prize | Oscar | Golden Globe | Booker Prize | Ballon d'Or | Grammy | Fields Medal | Palme d'Or | Turing Award")
-_PRODUCTS = _names("""iPhone | PlayStation | Boeing 747 | Airbus A380 | Model S | Galaxy S24 | Kindle | Walkman |
-    Corolla | Xbox | Game Boy | Beetle | Vespa | ThinkPad | Prius""")
-_LANGUAGES = _words("English French Spanish Mandarin Arabic Swahili Hindi Portuguese Yoruba Tagalog Esperanto Basque Catalan Welsh Russian Japanese Turkish")
+_NATIONALITIES, _EVENTS, _AWARDS, _PRODUCTS, _LANGUAGES = _lists(
+    'misc', 'nationalities', 'events', 'awards', 'products', 'languages')
+# sentences: the templates, the clauses put before and after them, and the first words a clause before leaves capitalised
+_TEMPLATES = tuple(_V['templates'])
+_BEFORE, _AFTER = _lists('clauses', 'before', 'after')
+_KEEP_CASE = set(_V['keep_case'])
 
-# %% ../nbs/02_data.ipynb 36
+# %% ../nbs/02_data.ipynb 37
 AMBIGUITY = 0.15  # chance that a person or place slot draws one of the ambiguous names
 
 def _person(r: random.Random) -> str:
@@ -474,7 +412,7 @@ def _surname(r): return r.choice(_AMBIG_LAST) if r.random() < 2 * AMBIGUITY else
 def _city(r):
     x = r.random()
     return r.choice(_AMBIG_PLACES) if x < AMBIGUITY else r.choice(_CITIES_MULTI) if x < 0.35 else r.choice(_CITIES)
-def _country(r): return r.choice(('Georgia', 'Jordan', 'Chad', 'Israel', 'India')) if r.random() < AMBIGUITY else r.choice(_COUNTRIES)
+def _country(r): return r.choice(_AMBIG_COUNTRIES) if r.random() < AMBIGUITY else r.choice(_COUNTRIES)
 def _place(r):
     x = r.random()
     return _city(r) if x < 0.5 else _country(r) if x < 0.8 else r.choice(_REGIONS)
@@ -483,11 +421,11 @@ def _company(r):
     if x < 0.55: return r.choice(_COMPANIES)
     if x < 0.8: return f'{r.choice(_BRAND_WORDS)} {r.choice(_ORG_SUFFIXES)}'
     if x < 0.9: return f'{r.choice(_LAST)} & {r.choice(_LAST)}'
-    return f'{r.choice(_CITIES + _CITIES_MULTI)} {r.choice(("Trust Bank", "Energy", "Airlines", "Savings Bank"))}'
+    return f'{r.choice(_CITIES + _CITIES_MULTI)} {r.choice(_CITY_COMPANY)}'
 def _institution(r):
     x = r.random()
     if x < 0.7: return r.choice(_INSTITUTIONS)
-    return r.choice(('the University of {}', 'the {} City Council', '{} General Hospital', 'the {} Chamber of Commerce')).format(_city(r))
+    return r.choice(_CITY_INSTITUTIONS).format(CITY=_city(r))
 def _organisation(r):
     x = r.random()
     return _company(r) if x < 0.45 else _institution(r) if x < 0.8 else r.choice(_CLUBS) if x < 0.9 else r.choice(_NEWS)
@@ -502,100 +440,37 @@ _SLOTS = {  # slot -> (entity type, sampler)
     'AWARD': ('MISC', lambda r: r.choice(_AWARDS)), 'PRODUCT': ('MISC', lambda r: r.choice(_PRODUCTS)),
     'LANG': ('MISC', lambda r: r.choice(_LANGUAGES)),
 }
-_DAYS = _words('Monday Tuesday Wednesday Thursday Friday Saturday Sunday')
-_MONTHS = _words('January February March April May June July August September October November December')
-_FILLERS = {  # filler -> sampler of plain words (space-separated tokens)
-    'day': lambda r: r.choice(_DAYS), 'month': lambda r: r.choice(_MONTHS),
+@cache
+def _fillers_in(phrase: str) -> tuple[str, ...]: return tuple(k for k in _FILLERS if '{' + k + '}' in phrase)
+
+def _filled(phrase: str, r: random.Random) -> str:
+    "`phrase` with each filler in it ('{day}', '{amount}') drawn, in the order of `_FILLERS`."
+    if '{' not in phrase: return phrase
+    return phrase.format_map({k: _FILLERS[k](r) for k in _fillers_in(phrase)})
+
+def _pick(name: str):
+    "A filler drawing one of the vocabulary's phrases for `name`, then the fillers inside it ('$ {amount} million')."
+    phrases = tuple(_V['fillers'][name])
+    if not any('{' in p for p in phrases): return lambda r: r.choice(phrases)
+    return lambda r: _filled(r.choice(phrases), r)
+
+def _fill_then_pick(name: str):
+    "A filler filling every phrase for `name`, then drawing one: `when` draws in this order (the bundled sample did)."
+    phrases = tuple(_V['fillers'][name])
+    return lambda r: r.choice([_filled(p, r) for p in phrases])
+
+_FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbers here, words from the vocabulary
+    'day': _pick('day'), 'month': _pick('month'),
     'year': lambda r: str(r.randint(1950, 2025)), 'num': lambda r: r.choice((str(r.randint(2, 99)), str(r.randint(100, 950)), f'{r.randint(1, 9)},{r.randint(0, 999):03d}')),
     'age': lambda r: str(r.randint(19, 78)), 'years': lambda r: str(r.randint(2, 40)), 'pct': lambda r: f'{r.randint(0, 9)}.{r.randint(1, 9)}',
     'temp': lambda r: str(r.randint(-15, 45)),
     'score': lambda r: f'{r.randint(0, 4)}-{r.randint(0, 4)}', 'goals': lambda r: str(r.randint(0, 5)),
-    'money': lambda r: r.choice(('$ {} million', '{} million euros', '£ {} million', '$ {} billion')).format(r.choice(('1.2', '3', '45', '120', '7.5', '600'))),
+    'money': _pick('money'), 'amount': _pick('amount'),
     'date': lambda r: f'{r.randint(1996, 2025)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}',
-    'dur': lambda r: r.choice(('two-year', 'three-year', 'four-year', 'five-year', 'one-year')),
-    'when': lambda r: r.choice(('on ' + r.choice(_DAYS), 'last week', 'earlier this year', 'in ' + r.choice(_MONTHS), 'on ' + r.choice(_DAYS) + ' night', 'this morning', 'last year')),
-    'job': lambda r: r.choice(('minister', 'spokesman', 'spokeswoman', 'director', 'striker', 'economist', 'novelist', 'architect', 'chemist', 'senator', 'ambassador', 'coach', 'singer', 'historian', 'engineer')),
-    'said': lambda r: r.choice(('said', 'told reporters', 'announced', 'confirmed', 'insisted', 'wrote')),
-    'poss': lambda r: r.choice(('his', 'her', 'their')),
+    'dur': _pick('dur'), 'when': _fill_then_pick('when'), 'job': _pick('job'), 'said': _pick('said'), 'poss': _pick('poss'),
 }
 
-_TEMPLATES = _lines("""
-{PER} , the {NAT} {job} , arrived in {CITY} {when} .
-{PER} {said} that {COMPANY} would open a new office in {CITY} .
-{CLUB} beat {CLUB} {score} in the {EVENT} {when} .
-Shares of {COMPANY} rose {pct} percent in {CITY} trading {when} .
-{PER} was born in {CITY} , {COUNTRY} , in {year} .
-The {NAT} government {said} it would send aid to {COUNTRY} .
-{PER} won the {AWARD} for {poss} work at {INST} .
-Mr. {SUR} told {NEWS} that talks with {ORG} had stalled .
-{INST} has fined {COMPANY} {money} .
-Heavy rain caused flooding across {REGION} {when} .
-In {year} , {PER} moved from {CITY} to {CITY} to join {ORG} .
-{PER} scored twice as {CLUB} won {score} at home .
-According to {NEWS} , {COMPANY} plans to cut {num} jobs in {COUNTRY} .
-The {EVENT} will be held in {CITY} next year .
-Dr. {SUR} , a {job} at {INST} , studies the history of {LOC} .
-{COMPANY} unveiled the {PRODUCT} at an event in {CITY} .
-{PER} speaks {LANG} , {LANG} and a little {LANG} .
-Talks between {COUNTRY} and {COUNTRY} resumed in {CITY} on {day} .
-{PER} and {PER} met at the {INST} headquarters in {CITY} .
-Tourists crowded the streets of {CITY} during the {EVENT} .
-{SUR} 's lawyer said the case against {COMPANY} would go to court in {month} .
-Police in {CITY} arrested {num} people after protests against {ORG} .
-{PER} , who coaches {CLUB} , praised the {NAT} fans .
-The {NAT} {job} {PER} resigned on {day} after {years} years in office .
-{COUNTRY} 's central bank raised interest rates by {pct} percentage points .
-{PER} flew to {LOC} to meet {PER} .
-Flights from {CITY} to {CITY} were cancelled {when} because of snow .
-{INST} said {num} people had been killed in {LOC} .
-{PER} , {age} , has signed a {dur} contract with {CLUB} .
-A spokesman for {COMPANY} declined to comment .
-{NAT} and {NAT} troops took part in the exercise near {LOC} .
-Born in {CITY} , {PER} studied at {INST} before joining {COMPANY} .
-The {PRODUCT} sold {num} units in its first week in {COUNTRY} .
-{PER} , chief executive of {COMPANY} , will step down in {month} .
-It was the first {NAT} victory in the {EVENT} since {year} .
-{ORG} opened an investigation into {PER} {when} .
-Temperatures in {LOC} reached {temp} degrees on {day} .
-Asked about {PER} , {SUR} smiled and said nothing .
-{PER} will visit {COUNTRY} , {COUNTRY} and {COUNTRY} later this month .
-Why did {COMPANY} leave {COUNTRY} ?
-{PER} ( {CLUB} ) finished second behind {PER} ( {COUNTRY} ) .
-{CLUB} {goals} {CLUB} {goals}
-{CITY_UP} {date}
-No one was hurt , police said .
-The meeting was postponed until next week .
-Prices rose {pct} percent in {month} , the fastest pace in {years} years .
-{PER} has lived in {LOC} since {year} .
-{INST} and {INST} signed an agreement on climate research .
-{SUR} , {age} , is expected to play for {COUNTRY} at the {EVENT} .
-Fans of {CLUB} gathered outside the stadium in {CITY} .
-{PER} , a {NAT} citizen , was detained at the airport in {CITY} .
-Sales of the {PRODUCT} fell sharply in {COUNTRY} .
-{COMPANY} agreed to buy {COMPANY} for {money} .
-President {SUR} thanked the people of {LOC} .
-{SUR} denied the report on {day} .
-After leaving {ORG} , {PER} founded {COMPANY} in {year} .
-{PER} , the {job} of {ORG} , visited {LOC} {when} .
-Many visitors to {CITY} come for the {EVENT} .
-We will not leave {CITY} , {PER} told {NEWS} .
-The {INST} report , published on {day} , criticised {COUNTRY} .
-{CLUB} signed {PER} from {CLUB} for {money} .
-The film , shot in {LOC} , won the {AWARD} .
-{FIRST} , {poss} sister and two friends drove from {CITY} to {CITY} .
-The {NAT} {job} said {LANG} would be taught in every school .
-{PER} thanked {FIRST} for {poss} help during the {EVENT} .
-Investors in {CITY} sold shares of {COMPANY} after {NEWS} reported losses .
-Coach {SUR} said {CLUB} had played badly against {CLUB} .
-{PER} reported from {LOC} for {NEWS} for {years} years .
-The museum in {CITY} bought a painting by {PER} for {money} .
-Officials said the road between {CITY} and {CITY} would reopen on {day} .
-""")
-_PREFIXES_FILL = _names("Meanwhile , | On {day} , | However , | In {month} , | Earlier , | According to {NEWS} , | In {CITY} ,")
-_SUFFIXES_FILL = _names(", officials said | , a spokesman said | , according to {NEWS} | , {SUR} said | , {PER} added")
-_KEEP_CASE = {'Mr.', 'Dr.', 'President', 'Coach', 'We'}
-
-# %% ../nbs/02_data.ipynb 38
+# %% ../nbs/02_data.ipynb 39
 def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span]):
     "Append the tokens (and entity spans) of one filled template."
     for piece in template.split():
@@ -612,7 +487,7 @@ def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span])
             spans.append(Span(label, len(tokens), len(tokens) + len(words)))
             tokens.extend(words)
         elif '{' in piece:   # a filler (or several in one token)
-            tokens.extend(piece.format_map({k: f(r) for k, f in _FILLERS.items() if '{' + k + '}' in piece}).split())
+            tokens.extend(_filled(piece, r).split())
         else: tokens.append(piece)
 
 _VOWELS = tuple('AEIOaeioÉÁé')  # 'a Ukrainian', 'a university': U is left out on purpose
@@ -631,13 +506,13 @@ def _one_sentence(r: random.Random, scheme: str) -> TaggedSentence:
     tokens, spans = [], []
     clause = template.endswith(' .') and not template.startswith('{CITY_UP}')
     if clause and r.random() < 0.15:
-        _fill(r.choice(_PREFIXES_FILL), r, tokens, spans)
+        _fill(r.choice(_BEFORE), r, tokens, spans)
         first = template.split()[0]
         if not first.startswith('{') and first not in _KEEP_CASE: template = first.lower() + template[len(first):]
     _fill(template, r, tokens, spans)
     if clause and r.random() < 0.1 and tokens[-1] == '.':
         tokens.pop()
-        _fill(r.choice(_SUFFIXES_FILL) + ' .', r, tokens, spans)
+        _fill(r.choice(_AFTER) + ' .', r, tokens, spans)
     _tidy(tokens, spans)
     return TaggedSentence(tokens, spans_to_tags(spans, len(tokens), scheme))
 
@@ -668,7 +543,7 @@ def synthetic_ner(n_sentences: int, # how many sentences
             out.append(s)
     return out
 
-# %% ../nbs/02_data.ipynb 41
+# %% ../nbs/02_data.ipynb 42
 _NO_SPACE_BEFORE = {',', '.', ';', ':', '!', '?', "'s", ')', '%'}
 _NO_SPACE_AFTER = {'(', '$', '£'}
 
@@ -694,7 +569,7 @@ def synthetic_corpus(n_sentences: int, # how many lines
         seen.add(tuple(s.tokens)); out.append(detokenize(s.tokens))
     return out
 
-# %% ../nbs/02_data.ipynb 44
+# %% ../nbs/02_data.ipynb 45
 SAMPLE_LABELS = ['O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC']
 SAMPLE_FILES = {'train': 'ner_train.conll', 'dev': 'ner_dev.conll', 'test': 'ner_test.conll', 'corpus': 'corpus.txt',
                 'readme': 'README.md'}
@@ -734,7 +609,7 @@ def write_sample_data(folder: str | os.PathLike, # where to write the files
     paths['readme'].write_text(_SAMPLE_README.format(**sizes, ner=seeds['ner'], corpus_seed=seeds['corpus']), encoding='utf-8', newline='\n')
     return paths
 
-# %% ../nbs/02_data.ipynb 45
+# %% ../nbs/02_data.ipynb 46
 def sample_path(name: str = 'train', # 'train', 'dev', 'test', 'corpus', 'readme', or a file name in sample_data/
                ) -> Path:
     "The path of a file of the bundled synthetic sample data."
