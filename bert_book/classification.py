@@ -18,13 +18,14 @@ from .core import BertConfig, eval_mode, seed_everything
 from .datasets import LabelledText
 from .heads import BertForSequenceClassification
 from .pretrained import from_pretrained
-from .token_classification import _encoder_of, length_sorted_chunks, pad_ids   # chapter 8
+from .encoder import encoder_of
+from .token_classification import forward_by_length, pad_ids, truncate_ids   # chapter 8
 from .training import Trainer, TrainingConfig, History
 
 # %% auto 0
 __all__ = ['classification_scores', 'majority_label', 'bow_terms', 'BowClassifier', 'fit_bow', 'ClassificationDataset',
-           'truncate_ids', 'encode_texts', 'ClassificationCollator', 'predict_logits', 'evaluate_classifier',
-           'new_classifier', 'count_parameters', 'train_classifier', 'LoRALinear', 'add_lora', 'merge_lora']
+           'encode_texts', 'ClassificationCollator', 'predict_logits', 'evaluate_classifier', 'new_classifier',
+           'count_parameters', 'train_classifier', 'LoRALinear', 'add_lora', 'merge_lora']
 
 # %% ../nbs/11_classification.ipynb 8
 def classification_scores(y_true: Sequence[str],          # gold labels
@@ -127,10 +128,6 @@ def _check_examples(examples, what: str) -> list[LabelledText]:
         if not x.text.strip(): raise ValueError(f"{what} {i} has an empty text")
     return out
 
-def truncate_ids(ids: list[int], max_length: int, sep_id: int) -> list[int]:
-    "`[CLS] ... [SEP]` cut to `max_length` tokens with `[SEP]` kept last."
-    return ids if len(ids) <= max_length else ids[:max_length - 1] + [sep_id]
-
 def encode_texts(examples: Sequence[LabelledText], # the examples
                  tokenizer,                        # a `BertTokenizer`
                  label2id: dict[str, int],         # label -> class id
@@ -171,12 +168,9 @@ def predict_logits(model,                     # a `BertForSequenceClassification
     max_length = limit if max_length is None else min(max_length, limit)
     device = next(model.parameters()).device
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
-    out = torch.empty(len(ids), model.config.num_labels)
-    with eval_mode(model):
-        for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
-            x, mask = pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id)
-            out[chunk] = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-    return out
+    step = lambda x, mask, _: model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()   # (B, C)
+    with eval_mode(model): rows = forward_by_length(ids, batch_size, tokenizer.pad_token_id, step)   # (C,) per text
+    return torch.stack(rows) if rows else torch.empty(0, model.config.num_labels)
 
 def evaluate_classifier(model, tokenizer,
                         examples: Sequence[LabelledText], # labelled examples
@@ -208,10 +202,10 @@ def new_classifier(labels: Sequence[str],                # the class names, in i
     if isinstance(encoder, (str, Path)):
         return from_pretrained(encoder, 'sequence-classification', device='cpu', **names).train()
     if encoder is None and config is None: raise ValueError("pass an encoder to start from, or a config for random weights")
-    base = _encoder_of(encoder).config if encoder is not None else config
+    base = encoder_of(encoder, 'encoder').config if encoder is not None else config
     model = BertForSequenceClassification(replace(base, **names, extra=dict(base.extra)))
     if encoder is not None:
-        missing, unexpected = model.bert.load_state_dict(_encoder_of(encoder).state_dict(), strict=False)
+        missing, unexpected = model.bert.load_state_dict(encoder_of(encoder, 'encoder').state_dict(), strict=False)
         if unexpected or any(not k.startswith('pooler.') for k in missing):
             raise ValueError(f"the encoder's weights do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return model

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.nn.utils import prune
 
-from .encoder import BertModel
+from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertHeadOutput
 from .training import Trainer, TrainingConfig, History
-from .token_classification import NERCollator, encode_ner, evaluate_ner, length_sorted_chunks, pad_ids
+from .token_classification import NERCollator, encode_ner, evaluate_ner, length_sorted_chunks, pad_ids, truncate_ids
 from .pretrained import folder_task, load_model, save_pretrained
 from .tokenizer import BertTokenizer
 from .classification import ClassificationCollator, encode_texts, evaluate_classifier
@@ -31,12 +31,6 @@ __all__ = ['LINEAR_KINDS', 'QUANTIZATIONS', 'length_sorted_batches', 'real_token
            'DistillationCollator', 'add_teacher_logits', 'distill', 'prune_folder']
 
 # %% ../nbs/12_compression.ipynb 9
-def _encoder_of(model: nn.Module) -> BertModel:
-    "The `BertModel` inside a model with a head (or the model itself)."
-    bert = model if isinstance(model, BertModel) else getattr(model, 'bert', None)
-    if not isinstance(bert, BertModel): raise TypeError(f"expected a bert_book BERT model, got {type(model).__name__}")
-    return bert
-
 def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
                           texts: Sequence[str],      # the texts
                           batch_size: int = 32,      # texts per batch
@@ -45,7 +39,7 @@ def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
     "(input_ids, attention_mask) batches of the texts sorted by length, each padded to its own longest: the work every measurement in this chapter runs."
     if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
     if not texts: raise ValueError("no texts to batch")
-    ids = [s if len(s) <= max_length else s[:max_length - 1] + [tokenizer.sep_token_id] for s in tokenizer(list(texts))['input_ids']]
+    ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
     return [pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id) for chunk in length_sorted_chunks([len(s) for s in ids], batch_size)]
 
 def real_tokens(batches: Sequence[tuple[Tensor, Tensor]]) -> int:
@@ -103,7 +97,7 @@ LINEAR_KINDS = {'query': 'attention.self.query', 'key': 'attention.self.key', 'v
 
 def encoder_linears(model: nn.Module) -> dict[str, tuple[int, str]]:
     "The full name of every Linear layer inside the encoder's blocks -> (layer index, kind as in `LINEAR_KINDS`)."
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     prefix = next(n for n, m in model.named_modules() if m is bert)
     prefix = f'{prefix}.' if prefix else ''
     return {f'{prefix}encoder.layer.{i}.{path}': (i, kind)
@@ -149,7 +143,7 @@ def relative_error(reference: Sequence[Tensor], other: Sequence[Tensor]) -> floa
 def hidden_states(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
     "The encoder's last hidden states at the real tokens of each batch, float32, (N_real, H) per batch."
     model.eval()
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     return [bert(x, attention_mask=mask).last_hidden_state[mask.bool()].float() for x, mask in batches]
 
 def label_agreement(reference: Sequence[Tensor], other: Sequence[Tensor]) -> float:
@@ -247,7 +241,7 @@ def head_importance(model: nn.Module,          # a model with a head, whose forw
     """Michel et al. (2019): a gate ξ_h = 1 on every head's output; abs(∂loss/∂ξ_h) accumulated over the batches.
     Returns (layers, heads) in the unpruned model's head ids (heads already removed: NaN), each layer's row scaled to
     unit L2 norm as in the paper's code. The weights are not changed."""
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     cfg = bert.config
     L, N = len(bert.encoder.layer), cfg.num_attention_heads
     kept = [[h for h in range(N) if h not in cfg.pruned_heads.get(i, ())] for i in range(L)]
@@ -321,7 +315,7 @@ def prune_heads(model: nn.Module,                   # a bert_book model (any hea
                ) -> nn.Module:
     """Remove attention heads for real: their rows of the query, key and value projections and their columns of the
     attention output projection are sliced out; `config.pruned_heads` records them so that a saved folder loads."""
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     cfg = bert.config
     L, N, hd = len(bert.encoder.layer), cfg.num_attention_heads, cfg.head_dim
     merged = {i: set(cfg.pruned_heads.get(i, ())) for i in range(L)}
@@ -371,7 +365,7 @@ def shrink_layers(model: nn.Module,          # the teacher: a bert_book model wi
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
     "A student of the same class with only the chosen layers, every weight copied from the teacher (a new model, in the teacher's mode)."
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     L = len(bert.encoder.layer)
     layers = [int(i) for i in layers]
     if not layers or any(not 0 <= i < L for i in layers) or len(set(layers)) != len(layers):

@@ -16,7 +16,7 @@ from .core import BertConfig, get_activation
 # %% auto 0
 __all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'computed_positions', 'RealTokens', 'eager_attention',
            'BertSelfAttention', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder',
-           'BertPooler', 'check_inputs', 'BertPreTrainedModel', 'BertModelOutput', 'BertModel']
+           'BertPooler', 'check_inputs', 'BertPreTrainedModel', 'BertModelOutput', 'BertModel', 'encoder_of']
 
 # %% ../nbs/04_encoder.ipynb 7
 class BertEmbeddings(nn.Module):
@@ -377,3 +377,14 @@ class BertModel(BertPreTrainedModel):
         h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions, cls_only, tokens)
         pooled = self.pooler(h) if self.pooler is not None else None    # (B, H)
         return BertModelOutput(h, pooled, hidden_states, attentions)
+
+# %% ../nbs/04_encoder.ipynb 41
+def encoder_of(model: nn.Module,    # a `BertModel`, or a model holding one as `.bert` (every head of the book)
+               what: str = 'model', # how the error names `model`
+              ) -> BertModel:
+    "The `BertModel` inside `model`: the model itself, or its `.bert`; anything else is a TypeError."
+    bert = model if isinstance(model, BertModel) else getattr(model, 'bert', None)
+    if not isinstance(bert, BertModel):
+        raise TypeError(f"{what} must be a BertModel or a model with a .bert BertModel (a BertForMaskedLM), "
+                        f"got {type(model).__name__}")
+    return bert

@@ -16,8 +16,7 @@ from torch import Tensor
 
 from .core import eval_mode
 from .datasets import LabelledText, installed_file
-from .classification import truncate_ids
-from .token_classification import length_sorted_chunks, pad_ids
+from .token_classification import forward_by_length, truncate_ids
 from .compression import model_precision
 from . import pretrained
 from safetensors import safe_open
@@ -136,22 +135,18 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     device = next(model.parameters()).device
     head = hasattr(model, 'classifier')
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
-    logits, feats = [None] * len(ids), {p: [None] * len(ids) for p in poolings}
-    with eval_mode(model):
-        for chunk in length_sorted_chunks([len(s) for s in ids], batch_size):
-            x, mask = pad_ids([ids[k] for k in chunk], tokenizer.pad_token_id)
-            x, mask = x.to(device), mask.to(device)
-            if head: lg, f = classifier_forward(model, x, mask, poolings)
-            else:
-                enc = model(x, mask)
-                lg, f = None, {p: sentence_features(enc, mask, p) for p in poolings}
-            f = {p: t.float().cpu() for p, t in f.items()}                 # one copy per batch, then rows
-            if lg is not None: lg = lg.float().cpu()
-            for j, k in enumerate(chunk):
-                for p in poolings: feats[p][k] = f[p][j]
-                if lg is not None: logits[k] = lg[j]
-    pooled = {p: torch.stack(v) for p, v in feats.items()}
-    return TextOutputs(torch.stack(logits) if head else None, pooled[poolings[0]], pooled)
+    def step(x, mask, rows):   # per text of the batch: (its logits or None, {pooling: its features})
+        x, mask = x.to(device), mask.to(device)
+        if head: lg, f = classifier_forward(model, x, mask, poolings)
+        else:
+            enc = model(x, mask)
+            lg, f = None, {p: sentence_features(enc, mask, p) for p in poolings}
+        f = {p: t.float().cpu() for p, t in f.items()}                 # one copy per batch, then rows
+        if lg is not None: lg = lg.float().cpu()
+        return [(None if lg is None else lg[j], {p: f[p][j] for p in poolings}) for j in range(len(rows))]
+    with eval_mode(model): out = forward_by_length(ids, batch_size, tokenizer.pad_token_id, step)
+    pooled = {p: torch.stack([f[p] for _, f in out]) for p in poolings}
+    return TextOutputs(torch.stack([lg for lg, _ in out]) if head else None, pooled[poolings[0]], pooled)
 
 # %% ../nbs/13_ood.ipynb 15
 def calibration_bins(probs: Tensor,     # (N, C) predicted probabilities

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .core import BertConfig, CONFIG_NAME, eval_mode, get_device
 from .data import split_tag
-from .encoder import BertModel, BertPreTrainedModel
+from .encoder import BertModel, BertPreTrainedModel, encoder_of
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
 from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE
 
@@ -387,7 +387,7 @@ def encode_sentences(model: BertPreTrainedModel,  # a BertModel, or a model with
                     ) -> Tensor:
     "One vector per text (N, H): the mean-pooled last hidden states, as sentence-transformers computes them."
     if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string")
-    encoder = model if isinstance(model, BertModel) else model.bert
+    encoder = encoder_of(model)
     device, vectors = next(encoder.parameters()).device, []
     with eval_mode(encoder):
         for i in range(0, len(texts), batch_size):

@@ -20,7 +20,7 @@ from fastcore.basics import patch
 
 from .pretrained import folder_task, load_model, weights_sha256
 from .tokenizer import BertTokenizer
-from .token_classification import DECODERS, NERPipeline, length_sorted_chunks, pad_ids
+from .token_classification import DECODERS, NERPipeline, forward_by_length, truncate_ids
 from .compression import QUANTIZATIONS, count_weights, model_precision, quantize_for_serving
 from .ood import GUARD_FILE, OODGuard, classifier_forward
 
@@ -57,9 +57,8 @@ def _one_or_many(method: Callable) -> Callable:
     return one_or_many
 
 def _truncate(ids: list[int], offsets: list, max_length: int, sep_id: int) -> tuple[list[int], list, bool]:
-    "Cut `[CLS] ... [SEP]` to `max_length` tokens, `[SEP]` kept last (as the tokenizer's truncation does)."
-    if len(ids) <= max_length: return ids, offsets, False
-    return ids[:max_length - 1] + [sep_id], offsets[:max_length - 1] + [(0, 0)], True
+    "`truncate_ids` on a text's ids and their offsets (a cut one ends in [SEP] at `(0, 0)`), and whether it was cut."
+    return truncate_ids(ids, max_length, sep_id), truncate_ids(offsets, max_length, (0, 0)), len(ids) > max_length
 
 # %% ../nbs/14_serving.ipynb 14
 def _precision_mismatch(fitted: str, served: str) -> str:
@@ -172,20 +171,16 @@ def _forward_sorted(self: Engine,
                     pooling: str | None = None,                  # a sentence classifier: also return its features, pooled so
                    ) -> list:
     "Per sequence, its (T, C) logits (a sentence classifier: its (C,) logits, or (logits, features) with `pooling`) in float32 on the CPU; batched by length, padded per batch, order restored."
-    out = [None] * len(sequences)
-    with self._lock:
-        for chunk in length_sorted_chunks([len(s) for s in sequences], self.batch_size):
-            ids, mask = pad_ids([sequences[k] for k in chunk], self.tokenizer.pad_token_id)
-            if pooling is not None:                                    # the OOD guard's features, from the same pass
-                logits, feats = classifier_forward(self.model, ids.to(self.device), mask.to(self.device), pooling)
-                for j, k in enumerate(chunk): out[k] = (logits[j].float().cpu(), feats[j].float().cpu())
-                continue
-            logits = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits   # (B, T, C) or (B, C)
-            for j, k in enumerate(chunk):
-                if logits.dim() == 2: rows = logits[j]                 # one row per text: a sentence classifier
-                else: rows = logits[j, :len(sequences[k])] if positions is None else logits[j, positions[k]]
-                out[k] = rows.float().cpu()
-    return out
+    def step(ids, mask, rows):
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if pooling is not None:                                        # the OOD guard's features, from the same pass
+            logits, feats = classifier_forward(self.model, ids, mask, pooling)
+            return [(logits[j].float().cpu(), feats[j].float().cpu()) for j in range(len(rows))]
+        logits = self.model(ids, attention_mask=mask).logits           # (B, T, C) or (B, C)
+        if logits.dim() == 2: return [logits[j].float().cpu() for j in range(len(rows))]   # a sentence classifier
+        return [(logits[j, :len(sequences[k])] if positions is None else logits[j, positions[k]]).float().cpu()
+                for j, k in enumerate(rows)]
+    with self._lock: return forward_by_length(sequences, self.batch_size, self.tokenizer.pad_token_id, step)
 
 # %% ../nbs/14_serving.ipynb 17
 @patch

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .core import BertConfig, eval_mode, get_device, seed_everything
 from .data import TaggedSentence, split_tag, tags_to_spans
-from .encoder import BertModel
+from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertForTokenClassification
 from .mlm import compact_config
 from .metrics import get_scheme, token_accuracy, entity_scores, classification_report
@@ -24,9 +24,10 @@ from .training import Trainer, TrainingConfig, History, evaluate_batches
 __all__ = ['AGGREGATIONS', 'DECODERS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels',
            'word_tags_from_labels', 'label_list_for', 'Truncation', 'NERDataset', 'encode_ner', 'NERCollator',
            'check_aggregation', 'aggregate_pieces', 'closing_plan', 'merge_piece_probs', 'check_window', 'plan_windows',
-           'length_sorted_chunks', 'pad_ids', 'window_settings', 'predict_word_probs', 'Decoder', 'register_decoder',
-           'resolve_decode', 'decode_word_tags', 'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss',
-           'ner_loss', 'train_ner', 'split_words', 'NERPipeline']
+           'length_sorted_chunks', 'pad_ids', 'forward_by_length', 'truncate_ids', 'window_settings',
+           'predict_word_probs', 'Decoder', 'register_decoder', 'resolve_decode', 'decode_word_tags', 'predict_ner',
+           'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner', 'split_words',
+           'NERPipeline']
 
 # %% ../nbs/08_token_classification.ipynb 7
 def word_pieces(tokenizer,  # a `bert_book.tokenizer.BertTokenizer`
@@ -311,6 +312,27 @@ def pad_ids(sequences: Sequence[Sequence[int]], # token ids, one list per item o
     ids[mask.bool()] = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
     return ids, mask
 
+def forward_by_length(sequences: Sequence[Sequence[int]], # token ids, one list per item
+                      batch_size: int,                     # items per forward pass
+                      pad_token_id: int,                   # the tokenizer's [PAD] id
+                      step: Callable,                      # (input_ids, attention_mask, rows) -> a result per row
+                     ) -> list:
+    """`step`'s result for every sequence, in the order of `sequences`. The sequences go in batches of similar length
+    (`length_sorted_chunks`), each padded to its own longest (`pad_ids`); `rows` are the batch's indices into
+    `sequences`, so that `step` can look up what else it knows about them."""
+    out = [None] * len(sequences)
+    for rows in length_sorted_chunks([len(s) for s in sequences], batch_size):
+        input_ids, attention_mask = pad_ids([sequences[k] for k in rows], pad_token_id)
+        for k, result in zip(rows, step(input_ids, attention_mask, rows), strict=True): out[k] = result
+    return out
+
+def truncate_ids(ids: list,        # one `[CLS] ... [SEP]` sequence's token ids, or another per-token list (its offsets)
+                 max_length: int,  # the most tokens kept
+                 sep_id,           # what ends a cut sequence: the [SEP] id (for offsets, [SEP]'s `(0, 0)`)
+                ) -> list:
+    "`ids` cut to `max_length` tokens, `sep_id` kept last (as the tokenizer truncates); a short one as it is."
+    return ids if len(ids) <= max_length else ids[:max_length - 1] + [sep_id]
+
 
 # %% ../nbs/08_token_classification.ipynb 37
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
@@ -324,12 +346,11 @@ def window_settings(model, tokenizer, max_length: int | None = None, overlap: in
 
 def _forward_windows(model, windows: list[list[int]], pad_token_id: int, batch_size: int) -> list[Tensor]:
     "Tag probabilities (T, num_labels) of each window of ids, on the CPU; batches sorted by length and padded per batch."
-    device, out = next(model.parameters()).device, [None] * len(windows)
-    for chunk in length_sorted_chunks([len(w) for w in windows], batch_size):
-        ids, mask = pad_ids([windows[k] for k in chunk], pad_token_id)
+    device = next(model.parameters()).device
+    def step(ids, mask, rows):
         probs = model(ids.to(device), attention_mask=mask.to(device)).logits.float().softmax(-1).cpu()  # (B, T, C)
-        for j, k in enumerate(chunk): out[k] = probs[j, :len(windows[k])]
-    return out
+        return [probs[j, :len(windows[k])] for j, k in enumerate(rows)]
+    return forward_by_length(windows, batch_size, pad_token_id, step)
 
 @torch.inference_mode()
 def predict_word_probs(model,      # a `BertForTokenClassification` (or any model whose output has `.logits`)
@@ -485,16 +506,9 @@ def ner_loss(class_weights: Tensor | None = None, # (C,) weights, or None
                                                   weight=class_weights.to(logits.device), ignore_index=IGNORE_INDEX)
 
 # %% ../nbs/08_token_classification.ipynb 46
-def _encoder_of(encoder) -> BertModel:
-    "The `BertModel` inside `encoder` (itself, or its `.bert`)."
-    bert = encoder if isinstance(encoder, BertModel) else getattr(encoder, 'bert', None)
-    if not isinstance(bert, BertModel):
-        raise TypeError(f"encoder must be a BertModel or a model with a .bert BertModel (a BertForMaskedLM), got {type(encoder).__name__}")
-    return bert
-
 def _tagger_config(encoder, config: BertConfig | None, tokenizer, labels: list[str]) -> BertConfig:
     "The tagger's config: `config`, else the encoder's, else the book's compact BERT; with the labels set."
-    if config is None and encoder is not None: config = _encoder_of(encoder).config
+    if config is None and encoder is not None: config = encoder_of(encoder, 'encoder').config
     if config is None: config = compact_config(tokenizer.vocab_size)   # the book's default shape (the masked-language-modelling chapter)
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"config.vocab_size={config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
@@ -547,7 +561,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     model.config.extra.pop('label_all_subwords', None)
     if label_all_subwords: model.config.extra['label_all_subwords'] = True   # prediction refuses 'average' and 'max' then
     if encoder is not None:   # the encoder's weights; a tagger has no pooler, so an encoder's pooler is left behind
-        weights = {k: v for k, v in _encoder_of(encoder).state_dict().items() if not k.startswith('pooler.')}
+        weights = {k: v for k, v in encoder_of(encoder, 'encoder').state_dict().items() if not k.startswith('pooler.')}
         try: model.bert.load_state_dict(weights)
         except RuntimeError as e: raise ValueError(f"the encoder's weights do not fit the config: {e}") from None
     max_length = min(tokenizer.model_max_length, cfg.max_position_embeddings) if max_length is None else max_length

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bert_book.core import BertConfig
-from bert_book.encoder import BertModel, key_padding_mask
+from bert_book.encoder import BertModel, encoder_of, key_padding_mask
 from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 
 CONFIG = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
@@ -89,6 +89,16 @@ def test_attention_switch_and_outputs(model):
     assert out.attentions[0][1, :, :, 3].abs().max() == 0
     with pytest.raises(ValueError, match="attn_implementation='flash'"): model.set_attn_implementation('flash')
     assert BertModel(CONFIG).num_parameters() > BertModel(CONFIG, add_pooling_layer=False).num_parameters()
+
+
+def test_encoder_of_finds_the_bert_model_of_every_head(model):
+    assert encoder_of(model) is model
+    for head in (BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification):
+        m = head(CONFIG)
+        assert encoder_of(m) is m.bert
+    with pytest.raises(TypeError, match=r'encoder must be a BertModel or a model with a .bert BertModel .*got Linear'):
+        encoder_of(torch.nn.Linear(2, 2), 'encoder')
+    with pytest.raises(TypeError, match='model must be a BertModel'): encoder_of(torch.nn.Module())
 
 
 def test_the_package_does_not_import_transformers():

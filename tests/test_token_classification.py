@@ -17,9 +17,10 @@ from bert_book.encoder import BertModel
 from bert_book.heads import BertForMaskedLM, IGNORE_INDEX
 from bert_book.token_classification import (AGGREGATIONS, NERCollator, NERDataset, Truncation, aggregate_pieces,
                                             align_labels, balanced_class_weights, check_window, continuation_tags,
-                                            encode_ner, evaluate_ner, focal_loss, label_list_for, merge_piece_tags,
-                                            ner_loss, plan_windows, predict_ner, predict_word_probs, train_ner,
-                                            word_pieces, word_tags_from_labels)
+                                            encode_ner, evaluate_ner, focal_loss, forward_by_length, label_list_for,
+                                            length_sorted_chunks, merge_piece_tags, ner_loss, plan_windows, predict_ner,
+                                            predict_word_probs, train_ner, truncate_ids, word_pieces,
+                                            word_tags_from_labels)
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import TrainingConfig
 
@@ -223,6 +224,37 @@ def test_collator_pads_per_batch():
     assert NERCollator(0, pad_to_multiple_of=8)(data.examples[:1])['input_ids'].shape[1] % 8 == 0
     assert 'labels' not in NERCollator(0)([{'input_ids': [2, 3]}])
     with pytest.raises(ValueError, match='empty list'): NERCollator(0)([])
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), max_size=30), batch_size=st.integers(1, 8))
+def test_forward_by_length_gives_results_back_in_input_order(lengths, batch_size):
+    sequences = [[i] * n for i, n in enumerate(lengths)]   # a sequence's ids say which one it is
+    batches = []
+    def step(input_ids, attention_mask, rows):
+        batches.append(rows)
+        assert input_ids.shape == (len(rows), max(lengths[k] for k in rows))   # padded to the batch's own longest
+        assert attention_mask.sum(1).tolist() == [lengths[k] for k in rows]
+        return [(int(ids[0]), int(m.sum())) for ids, m in zip(input_ids, attention_mask)]
+    assert forward_by_length(sequences, batch_size, -1, step) == list(enumerate(lengths))
+    assert batches == length_sorted_chunks(lengths, batch_size)               # the same batches as ever
+    in_order = [lengths[k] for rows in batches for k in rows]
+    assert in_order == sorted(in_order) and all(len(rows) <= batch_size for rows in batches)
+
+
+def test_forward_by_length_wants_one_result_per_row():
+    with pytest.raises(ValueError): forward_by_length([[1, 2], [3]], 2, 0, lambda ids, mask, rows: [None])
+    with pytest.raises(ValueError, match='batch_size must be a positive int'): forward_by_length([[1]], 0, 0, None)
+    assert forward_by_length([], 4, 0, None) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.integers(0, 99), max_size=20), max_length=st.integers(1, 25))
+def test_truncate_ids_keeps_sep_last(ids, max_length):
+    out = truncate_ids(ids, max_length, 100)
+    assert len(out) == min(len(ids), max_length)
+    if len(ids) <= max_length: assert out == ids
+    else: assert out[:-1] == ids[:max_length - 1] and out[-1] == 100
 
 
 # ---- windows and aggregation ----------------------------------------------------------------------------------------
