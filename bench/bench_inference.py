@@ -85,7 +85,7 @@ class UserLoop:
 def implementations(folders, task, device, batch) -> dict:
     "Name → callable(texts) for one model and batch size (0: all texts in one call, 32 per forward pass)."
     from transformers import pipeline
-    from bert_book.serving import Engine
+    from bert_book.engine import Engine
     folder = str(folders[task])
     kind = 'token-classification' if task == 'tagger' else 'text-classification'
     pipe = pipeline(kind, model=folder, device=device)

@@ -21,7 +21,7 @@ from bert_book.heads import BertForTokenClassification
 from bert_book.mlm import compact_config
 from bert_book.pretrained import save_pretrained
 from bert_book.cli import ServeProcess
-from bert_book.serving import load_test
+from bert_book.loadtest import load_test
 from bert_book.tokenizer import train_wordpiece
 
 

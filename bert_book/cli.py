@@ -21,7 +21,8 @@ from .training import TrainingConfig
 from .pretrained import folder_task
 from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
 from .ood import GUARD_FILE, GUARD_METHODS, POOLINGS, fit_guard
-from .serving import Engine, Limits, free_port, serve
+from .engine import Engine
+from .service import Limits, free_port, serve
 from .demo import main as demo_main
 
 # %% auto 0

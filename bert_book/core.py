@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto 0
-__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'BertConfig']
+__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'check_texts',
+           'BertConfig']
 
 # %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
@@ -83,6 +84,22 @@ def get_activation(name: str):
     return ACTIVATIONS[name]
 
 # %% ../nbs/00_core.ipynb 19
+def check_texts(texts,               # what the caller passed as its texts
+                name: str = 'texts', # the argument's name, for the message
+               ) -> list[str]:
+    "`texts` as a list of str; one str or a non-str item is a TypeError, a lone surrogate a ValueError, naming the index."
+    if isinstance(texts, str): raise TypeError(f"{name} must be a list of str, not one str: wrap it as [text]")
+    if not isinstance(texts, (list, tuple)): raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str): raise TypeError(f"{name}[{i}] is {type(t).__name__}, expected str")
+        if not t.isascii():
+            try: t.encode('utf-8')
+            except UnicodeEncodeError as e:   # JSON's "\ud800" decodes to one
+                raise ValueError(f"{name}[{i}] holds a lone surrogate (U+{ord(t[e.start]):04X}) at character "
+                                 f"{e.start}: not Unicode text") from None
+    return list(texts)
+
+# %% ../nbs/00_core.ipynb 22
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
                   'max_position_embeddings', 'type_vocab_size', 'num_labels')

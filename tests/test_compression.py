@@ -17,7 +17,7 @@ from bert_book.core import BertConfig, seed_everything
 from bert_book.datasets import LabelledText
 from bert_book.heads import BertForSequenceClassification, BertForTokenClassification
 from bert_book.pretrained import from_pretrained, save_pretrained
-from bert_book.serving import Engine
+from bert_book.engine import Engine
 from bert_book.tokenizer import BertTokenizer
 from bert_book.training import TrainingConfig
 

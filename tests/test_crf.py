@@ -24,7 +24,8 @@ from bert_book.data import TaggedSentence, load_corpus, sequence_error
 from bert_book.datasets import read_wnut, wnut16
 from bert_book.heads import BertForTokenClassification
 from bert_book.pretrained import folder_task, from_pretrained, load_model, save_pretrained, load_state_dict
-from bert_book.serving import BackgroundServer, Engine, create_app, engine_info
+from bert_book.service import BackgroundServer, create_app, engine_info
+from bert_book.engine import Engine
 from bert_book.token_classification import NERPipeline, encode_ner, NERCollator, train_ner, predict_ner
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import TrainingConfig

@@ -14,7 +14,8 @@ from bert_book.ood import (GUARD_FILE, Mahalanobis, OODGuard, accept_threshold, 
                            fpr_at_tpr, guardian_headlines, max_logit_score, msp_score, ood_metrics, text_outputs)
 from bert_book.datasets import LabelledText
 from bert_book.pretrained import from_pretrained, save_pretrained
-from bert_book.serving import Engine, create_app, BackgroundServer, Limits
+from bert_book.engine import Engine
+from bert_book.service import create_app, BackgroundServer, Limits
 from bert_book.tokenizer import BertTokenizer
 
 httpx = importlib.import_module('httpx')
@@ -259,7 +260,7 @@ LONG = [' '.join(x.text for x in REVIEWS[i:] + REVIEWS[:i]) for i in range(4)]  
 
 
 def test_guard_scores_at_the_length_it_was_fitted_at(folder):
-    from bert_book.serving import engine_info
+    from bert_book.service import engine_info
     model = from_pretrained(folder, 'sequence-classification', device='cpu')
     tok = BertTokenizer.from_pretrained(folder)
     guard = fit_guard(model, tok, REVIEWS, REVIEWS + [LabelledText(t, 'positive') for t in LONG], 'mahalanobis', max_length=12)

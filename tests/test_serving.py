@@ -25,7 +25,8 @@ from bert_book.heads import BertForMaskedLM, BertForTokenClassification
 from bert_book.pretrained import save_pretrained
 from bert_book.cli import ServeProcess, run_here
 from bert_book.pretrained import folder_task
-from bert_book.serving import BackgroundServer, Engine, Limits, MicroBatcher, create_app
+from bert_book.service import BackgroundServer, Limits, MicroBatcher, create_app
+from bert_book.engine import Engine
 from bert_book.token_classification import NERPipeline
 from bert_book.tokenizer import train_wordpiece
 
@@ -295,7 +296,7 @@ def test_micro_batcher_skips_a_withdrawn_request():
 
 def test_load_test_counts_every_request(engine):
     "Bounded by a count only: the numbers are exact on any machine; every client sends at least one request."
-    from bert_book.serving import load_test
+    from bert_book.loadtest import load_test
     with BackgroundServer(create_app(engine)) as url:
         r = load_test(url, [{'texts': [t]} for t in TEXTS], clients=5, seconds=None, max_requests=23)
         assert (r['requests'], r['errors'], r['statuses']) == (23, 0, {200: 23})
@@ -420,7 +421,8 @@ class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('fastapi', 'pydantic', 'uvicorn', 'httpx', 'starlette'): raise ImportError(f'blocked: {{name}}')
 sys.meta_path.insert(0, Block())
-from bert_book.serving import Engine, create_app
+from bert_book.engine import Engine
+from bert_book.service import create_app
 engine = Engine.from_folder({str(folders[0])!r}, device='cpu')
 assert engine.ner(['Paris']) is not None
 try: create_app(engine)
@@ -510,7 +512,7 @@ def test_a_regression_model_is_served_as_its_value(tiny_folders, tmp_path):
     want = [reg(torch.tensor([ids[:31] + ids[-1:] if len(ids) > 32 else ids])).logits[0, 0].item() for ids in tok(texts)['input_ids']]
     assert [set(r) for r in got] == [{'label', 'value', 'truncated'}] * 3 and {r['label'] for r in got} == {'rating'}
     assert [r['value'] for r in got] == pytest.approx(want, abs=1e-5)
-    from bert_book.serving import engine_info
+    from bert_book.service import engine_info
     assert engine_info(eng)['outputs'] == 'value'
     with BackgroundServer(create_app(eng)) as url:
         body = httpx.post(f'{url}/v1/classify', json={'texts': texts}, timeout=60).json()
@@ -518,7 +520,7 @@ def test_a_regression_model_is_served_as_its_value(tiny_folders, tmp_path):
 
 
 def test_int8_engine_says_its_answers_depend_on_the_batch(tiny_folders):
-    from bert_book.serving import engine_info
+    from bert_book.service import engine_info
     f32, int8 = (Engine.from_folder(tiny_folders['classifier'], device='cpu', quantize=q) for q in (None, 'int8'))
     assert engine_info(f32)['batch_invariant'] is True and engine_info(int8)['batch_invariant'] is False
     assert engine_info(f32)['outputs'] == 'probabilities'

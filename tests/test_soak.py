@@ -13,7 +13,7 @@ importlib.import_module('fastapi')
 
 from bert_book.cli import ServeProcess
 from bert_book.data import detokenize, load_sample
-from bert_book.serving import load_test
+from bert_book.loadtest import load_test
 
 
 ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
