@@ -1,4 +1,4 @@
-"""bert_book.serving and bert_book.cli seen from outside: the real `bert-book serve` in its own process answers over
+"""bert_book.engine, bert_book.service and bert_book.cli seen from outside: the real `bert-book serve` in its own process answers over
 HTTP exactly what the engine and the NER pipeline answer in-process; bad requests get 422/413 with a message and
 leave the service serving; concurrent requests are micro-batched and each gets its own answer; encode truncates at
 the model's limit and flags it; SIGINT and SIGTERM end the server with exit status 0; the command line's help and
