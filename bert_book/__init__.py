@@ -9,7 +9,7 @@
 `bb.from_pretrained` and `bb.save_pretrained` move checkpoint folders (transformers' layout) in and out. Each module is
 one chapter of the book, and imports only the chapters before it: core, tokenizer, data, datasets, masking, encoder,
 heads, training, mlm, metrics, token_classification, pretrained, crf, classification, compression, ood, engine, service,
-loadtest, demo, cli."""
+loadtest, operations, demo, cli."""
 __version__ = "0.1.0"
 # nbdev_export rewrites only the version line; the rest of this file, the front door, is written by hand.
 
@@ -25,7 +25,7 @@ from .pretrained import from_pretrained, load_model, save_pretrained
 from .crf import BertCRFForTokenClassification
 from .classification import evaluate_classifier, new_classifier, train_classifier
 from .engine import Engine, load
-from .service import serve
+from .operations import serve
 
 __all__ = ['load', 'Engine', 'serve', 'load_model', 'from_pretrained', 'save_pretrained', 'train_ner', 'evaluate_ner',
            'NERPipeline', 'train_classifier', 'evaluate_classifier', 'new_classifier', 'pretrain_mlm', 'Trainer',

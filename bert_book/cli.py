@@ -22,7 +22,8 @@ from .pretrained import folder_task
 from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
 from .ood import GUARD_FILE, GUARD_METHODS, POOLINGS, fit_guard
 from .engine import Engine
-from .service import Limits, free_port, serve
+from .service import Limits, free_port
+from .operations import API_KEY_ENV, LOG_FORMATS, serve
 from .demo import main as demo_main
 
 # %% auto 0
@@ -208,7 +209,8 @@ def cmd_serve(args) -> int:
     limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch_size=args.max_batch_size,
                     batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching)
     serve(args.model_dir, args.host, args.port, device=args.device, limits=limits, log_level=args.log_level,
-          threads=args.threads, quantize=args.quantize)
+          threads=args.threads, quantize=args.quantize, api_key=args.api_key, log_format=args.log_format,
+          workers=args.workers, drain_seconds=args.drain_seconds)
     return 0
 
 # %% ../nbs/16_cli.ipynb 11
@@ -315,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
     p.add_argument('--quantize', default=None, choices=QUANTIZATIONS, help='quantise the float32 weights as they load: int8 on the CPU (chapter 12); its answers depend on the other texts in a micro-batch (one activation scale per call: about 0.01 in probability); where an answer must not change, send one text per request with --no-batching')
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
+    p.add_argument('--api-key', default=None, metavar='KEY', help=f'require "Authorization: Bearer KEY" on every route but /health and /ready (default: ${API_KEY_ENV}, else no key; prefer the variable: a command line is visible to other users)')
+    p.add_argument('--log-format', default='text', choices=LOG_FORMATS, help='the access log, one line per request: text or one JSON object (default: %(default)s)')
+    p.add_argument('--workers', type=_positive_int, default=1, help='worker processes on one port, each with its own model and its share of --threads (default: %(default)s)')
+    p.add_argument('--drain-seconds', type=float, default=1.0, help='after SIGTERM, how long /ready answers 503 (and answers close their connections) before the port closes (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
     return parser
 

@@ -25,6 +25,7 @@ def load_test(url: str,                   # the service, e.g. http://127.0.0.1:8
               endpoint: str = '/v1/ner',
               max_requests: int | None = None,  # stop after this many requests in all; None: no count bound
               timeout: float = 60.0,            # seconds one request may take (then it counts as an error)
+              headers: dict | None = None,      # sent with every request, e.g. {'Authorization': 'Bearer KEY'}
              ) -> dict:
     "Requests/s, p50/p99 latency (ms) and errors of `clients` concurrent callers, for `seconds` or `max_requests`."
     httpx = _need('httpx')
@@ -33,7 +34,7 @@ def load_test(url: str,                   # the service, e.g. http://127.0.0.1:8
     if seconds is None and max_requests is None: raise ValueError("load_test needs a bound: seconds, max_requests or both")
     # Every client is built and connected before the clock starts: an httpx.Client loads the system's CA
     # certificates (tens of ms, serialised by the GIL), which would otherwise eat a short run on a slow machine.
-    pool = [httpx.Client(base_url=url, timeout=timeout) for _ in range(clients)]
+    pool = [httpx.Client(base_url=url, timeout=timeout, headers=headers) for _ in range(clients)]
     latencies, errors, statuses, lock = [], [], {}, threading.Lock()
     sent = iter(range(max_requests if max_requests is not None else 10**12))
     go, clock = threading.Barrier(clients + 1), {}

@@ -28,7 +28,9 @@ from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, Bert
 from bert_book.pretrained import save_pretrained
 from bert_book.tokenizer import train_wordpiece
 
-ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu'}
+KEY = 'fuzz-key-7c1e'   # the server runs with an API key: everything below but the probes sends it
+ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'BERT_BOOK_API_KEY': KEY}
+AUTH = {'Authorization': f'Bearer {KEY}'}
 LABELS = ['O', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']
 TIMEOUT = 60            # seconds any one request may take: a hang fails the test instead of blocking the suite
 MAX_CHARS = 2000
@@ -65,7 +67,7 @@ def server(request, tiny_folders):
 
 def routes(url) -> dict[str, dict]:
     "The server's POST routes and the JSON schema of each one's body, from its OpenAPI document."
-    spec = httpx.get(f'{url}/openapi.json', timeout=TIMEOUT).json()
+    spec = httpx.get(f'{url}/openapi.json', timeout=TIMEOUT, headers=AUTH).json()
     out = {}
     for path, methods in spec['paths'].items():
         if 'post' in methods:
@@ -109,7 +111,7 @@ def test_fuzz(server):
     url, sent = server.url, Counter()
     paths = routes(url)
     assert {'/v1/ner', '/v1/encode', '/v1/fill-mask', '/v1/classify'} <= set(paths)
-    client = httpx.Client(base_url=url, timeout=TIMEOUT)
+    client = httpx.Client(base_url=url, timeout=TIMEOUT, headers=AUTH)
     before = {p: client.post(p, json=good_body(s)) for p, s in paths.items()}
     assert any(r.status_code == 200 for r in before.values())
 
@@ -153,6 +155,15 @@ def test_fuzz(server):
         # the wrong method
         sent[path] += 1
         assert check_answer(client.get(path), (path, 'GET')) == 405
+    # without the key, or with a wrong one: 401 on every route but the probes, whatever the body
+    with httpx.Client(base_url=url, timeout=TIMEOUT) as anonymous:
+        for path, schema in paths.items():
+            for headers in ({}, {'Authorization': 'Bearer ' + KEY[:-1]}, {'Authorization': KEY}):
+                sent[path] += 1
+                assert check_answer(anonymous.post(path, json=good_body(schema), headers=headers), (path, 'no key')) == 401
+        for path in ('/v1/model', '/metrics', '/openapi.json', '/no-such-route'):
+            assert check_answer(anonymous.get(path), (path, 'no key')) == 401
+        for path in ('/health', '/ready'): assert anonymous.get(path).status_code in (200, 503)
     # unknown paths and methods, huge headers
     for method, path in [('GET', '/'), ('GET', '/v2/ner'), ('POST', '/v1/model'), ('DELETE', '/v1/ner'), ('PUT', '/health'),
                          ('PATCH', '/v1/encode'), ('GET', '/v1/ner/../../etc/passwd'), ('GET', '/' + 'a' * 5000)]:
@@ -167,7 +178,7 @@ def test_fuzz(server):
     bodies = [rng.randbytes(rng.randrange(0, 4096)) for _ in range(120)]
     post_paths = sorted(paths)
 
-    shared = httpx.Client(base_url=url, timeout=TIMEOUT)             # thread-safe; one client, 8 connections
+    shared = httpx.Client(base_url=url, timeout=TIMEOUT, headers=AUTH)             # thread-safe; one client, 8 connections
 
     def send_body(i):
         return check_answer(shared.post(post_paths[i % len(post_paths)], content=bodies[i], **raw), ('random body', i))
@@ -195,7 +206,7 @@ def test_fuzz(server):
     assert all(s == 422 or s == 400 for s in statuses[:len(bodies)]), Counter(statuses[:len(bodies)])
 
     # the same good request, the same answer; still healthy
-    with httpx.Client(base_url=url, timeout=TIMEOUT) as c:
+    with httpx.Client(base_url=url, timeout=TIMEOUT, headers=AUTH) as c:
         for p, s in paths.items():
             after = c.post(p, json=good_body(s))
             assert (after.status_code, after.json()) == (before[p].status_code, before[p].json()), p

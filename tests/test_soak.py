@@ -16,7 +16,9 @@ from bert_book.data import detokenize, load_sample
 from bert_book.loadtest import load_test
 
 
-ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+KEY = 'soak-key-42'        # the server runs with an API key, as an operator runs it
+ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1', 'BERT_BOOK_API_KEY': KEY}
+AUTH = {'Authorization': f'Bearer {KEY}'}
 RSS_BOUND_MIB = 16          # allowed growth of the mean RSS, last quarter vs first quarter
 
 
@@ -33,13 +35,14 @@ def soak(folder, rounds: int, per_round: int, clients: int) -> dict:
     payloads = [{'texts': [sentences[(i + j) % len(sentences)] for j in range(1 + i % 4)]} for i in range(0, 400, 3)]
     proc = ServeProcess(folder, '--max-batch-size', 16, '--batch-wait-ms', 2, env=ENV, threads=1).start()
     try:
-        load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=4 * clients)     # warm-up
+        load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=4 * clients, headers=AUTH)     # warm-up
         rss, runs = [], []
         for k in range(rounds):
             endpoint = ('/v1/ner', '/v1/encode')[k % 2]
-            runs.append(load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=per_round, endpoint=endpoint))
+            runs.append(load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=per_round, endpoint=endpoint,
+                                  headers=AUTH))
             rss.append(rss_mib(proc.pid))
-        micro = httpx.get(f'{proc.url}/v1/model', timeout=60).json()['micro_batching']
+        micro = httpx.get(f'{proc.url}/v1/model', timeout=60, headers=AUTH).json()['micro_batching']
     finally:
         rc, err = proc.stop()
     q = max(1, rounds // 4)
