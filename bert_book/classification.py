@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .core import BertConfig, eval_mode, seed_everything
+from .core import BertConfig, check_texts, eval_mode, seed_everything
 from .datasets import LabelledText
 from .heads import BertForSequenceClassification
 from .pretrained import from_pretrained
@@ -163,7 +163,7 @@ def predict_logits(model,                     # a `BertForSequenceClassification
                    max_length: int | None = None, # default: the tokenizer's and the model's limit
                   ) -> Tensor:
     "Class logits (N, C) in float32 on the CPU, in the order of `texts`; batched by length, padded per batch."
-    if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
+    texts = check_texts(texts)
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     max_length = limit if max_length is None else min(max_length, limit)
     device = next(model.parameters()).device

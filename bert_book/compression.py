@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.nn.utils import prune
 
+from .core import check_texts
 from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertHeadOutput
 from .training import Trainer, TrainingConfig, History
@@ -37,7 +38,7 @@ def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
                           max_length: int = 128,     # longer texts are cut ([SEP] kept last)
                          ) -> list[tuple[Tensor, Tensor]]:
     "(input_ids, attention_mask) batches of the texts sorted by length, each padded to its own longest: the work every measurement in this chapter runs."
-    if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
+    texts = check_texts(texts)
     if not texts: raise ValueError("no texts to batch")
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
     return [pad_ids([ids[i] for i in chunk], tokenizer.pad_token_id) for chunk in length_sorted_chunks([len(s) for s in ids], batch_size)]

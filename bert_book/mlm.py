@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .core import BertConfig, eval_mode, seed_everything
+from .core import BertConfig, check_texts, eval_mode, seed_everything
 from .heads import BertForMaskedLM
 from .masking import MLMCollator
 from .training import Trainer, TrainingConfig, History, evaluate_batches
@@ -25,9 +25,7 @@ def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts ar
                     word_ids: bool = False, # also keep each token's word index (for whole-word masking)
                    ) -> list[dict]:
     "Tokenize texts into examples `{'input_ids': [...]}` (and `'word_ids'`) for the `MLMCollator`."
-    if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string")
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None: raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, not str")
+    texts = check_texts(texts)
     kept = [t for t in texts if t.strip()]
     if not kept: raise ValueError("no text to tokenize: every text is empty or blank")
     enc = tokenizer(kept, truncation=True, max_length=max_length)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import eval_mode
+from .core import check_texts, eval_mode
 from .datasets import LabelledText, installed_file
 from .token_classification import forward_by_length, truncate_ids
 from .compression import model_precision
@@ -125,7 +125,7 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
                  max_length: int | None = None, # default: the tokenizer's and the model's limit
                 ) -> TextOutputs:
     "Class logits and sentence features in one pass, float32 on the CPU, in the order of `texts` (batched by length)."
-    if isinstance(texts, str): raise TypeError("texts must be a list of str, not one str")
+    texts = check_texts(texts)
     poolings = [pooling] if isinstance(pooling, str) else list(pooling)
     if not poolings or any(p not in POOLINGS for p in poolings):
         raise ValueError(f"pooling={pooling!r}: choose one or more of {POOLINGS}")

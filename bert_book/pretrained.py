@@ -14,7 +14,7 @@ from torch import Tensor
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .core import BertConfig, CONFIG_NAME, eval_mode, get_device
+from .core import BertConfig, CONFIG_NAME, check_texts, eval_mode, get_device
 from .data import split_tag
 from .encoder import BertModel, BertPreTrainedModel, encoder_of
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
@@ -386,7 +386,7 @@ def encode_sentences(model: BertPreTrainedModel,  # a BertModel, or a model with
                      normalize: bool = True,      # unit length, so that dot products are cosine similarities
                     ) -> Tensor:
     "One vector per text (N, H): the mean-pooled last hidden states, as sentence-transformers computes them."
-    if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string")
+    texts = check_texts(texts)
     encoder = encoder_of(model)
     device, vectors = next(encoder.parameters()).device, []
     with eval_mode(encoder):

@@ -73,3 +73,15 @@ def test_bad_config_files_say_what_and_where(tmp_path, content, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='no config file'):
         BertConfig.from_pretrained(tmp_path)
+
+
+def test_check_texts_is_the_one_check_of_a_list_of_texts():
+    "One home: the engine, the classifier's logits, the OOD features, the MLM corpus and sentence embeddings use it."
+    from bert_book.core import check_texts
+    assert check_texts(('a', 'b')) == ['a', 'b'] and check_texts([]) == []
+    for bad, error, message in (('Paris', TypeError, 'not one str'), (['ok', 3], TypeError, r'texts\[1\] is int'),
+                                ({'t': 1}, TypeError, 'got dict'), (['a', 'b\ud800'], ValueError, 'lone surrogate')):
+        with pytest.raises(error, match=message): check_texts(bad)
+    import bert_book.classification as c, bert_book.ood as o, bert_book.mlm as m, bert_book.pretrained as p
+    import bert_book.compression as k, bert_book.engine as e
+    for module in (c, o, m, p, k, e): assert module.check_texts is check_texts, module.__name__

@@ -33,7 +33,7 @@ def test_tokenize_corpus(corpus, tok):
         assert e['input_ids'][0] == tok.cls_token_id and e['input_ids'][-1] == tok.sep_token_id
         assert len(e['word_ids']) == len(e['input_ids']) and e['word_ids'][0] == -1 == e['word_ids'][-1]
     assert max(len(e['input_ids']) for e in tokenize_corpus([' '.join(corpus[:10])], tok, max_length=16)) == 16
-    with pytest.raises(TypeError, match='not one string'): tokenize_corpus('a text', tok)
+    with pytest.raises(TypeError, match='not one str'): tokenize_corpus('a text', tok)
     with pytest.raises(TypeError, match=r'texts\[1\] is int'): tokenize_corpus(['ok', 3], tok)
     with pytest.raises(ValueError, match='every text is empty'): tokenize_corpus(['', ' '], tok)
 

@@ -134,7 +134,7 @@ def test_sentence_similarity_and_padding(minilm, minilm_encoder):
     assert gap(alone[0], emb[3]) < 1e-5                         # padding does not leak into the mean
     h, mask = torch.randn(2, 5, 3), torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
     assert torch.allclose(mean_pool(h, mask)[0], h[0, :2].mean(0)) and torch.allclose(mean_pool(h, mask)[1], h[1].mean(0))
-    with pytest.raises(TypeError, match='not one string'): encode_sentences(minilm_encoder, tok, 'one string')
+    with pytest.raises(TypeError, match='not one str'): encode_sentences(minilm_encoder, tok, 'one string')
 
 
 # ---- round trips --------------------------------------------------------------------------------------------------
