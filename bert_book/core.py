@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, os, random
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 # %% auto 0
 __all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'check_texts',
-           'BertConfig']
+           'check_positive_int', 'BertConfig']
 
 # %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
@@ -99,6 +100,16 @@ def check_texts(texts,               # what the caller passed as its texts
                                  f"{e.start}: not Unicode text") from None
     return list(texts)
 
+def check_positive_int(value,                # what the caller passed
+                       name: str,            # the argument's name, for the message
+                       optional: bool = False, # None is allowed too (and returned)
+                      ) -> int | None:
+    "`value` as an int when it is a positive integer (not a bool), else a ValueError that names the argument."
+    if value is None and optional: return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
+    return int(value)
+
 # %% ../nbs/00_core.ipynb 22
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
@@ -160,7 +171,7 @@ class BertConfig:
             self.id2label = {i: l for l, i in self.label2id.items()}
         if self.id2label is None:
             n = 2 if self.num_labels is None else self.num_labels
-            if not isinstance(n, int) or n < 1: raise ValueError(f"BertConfig.num_labels must be a positive int, got {n!r}")
+            check_positive_int(n, 'BertConfig.num_labels')
             self.id2label = {i: f'LABEL_{i}' for i in range(n)}
         if self.label2id is None:
             self.label2id = {l: i for i, l in self.id2label.items()}

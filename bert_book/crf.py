@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn, Tensor
 
-from .core import BertConfig
+from .core import BertConfig, check_positive_int
 from .data import split_tag
 from .heads import IGNORE_INDEX, BertForTokenClassification, BertHeadOutput, check_labels
 from .pretrained import register_architecture
@@ -146,7 +146,7 @@ class CRF(nn.Module):
                  scheme: str | None = None,     # 'IOB2' or 'BIOES'; default from the labels
                 ):
         super().__init__()
-        if not isinstance(num_tags, int) or num_tags < 1: raise ValueError(f"num_tags must be a positive int, got {num_tags!r}")
+        check_positive_int(num_tags, 'num_tags')
         if labels is not None and len(labels) != num_tags: raise ValueError(f"{len(labels)} labels for {num_tags} tags")
         self.num_tags = num_tags
         self.start_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from fastcore.basics import patch
 
-from .core import check_texts
+from .core import check_positive_int, check_texts
 from .pretrained import folder_task, load_model, weights_sha256
 from .tokenizer import BertTokenizer
 from .token_classification import DECODERS, NERPipeline, forward_by_length, truncate_ids
@@ -67,7 +67,7 @@ class Engine:
                  quantize: str | None = None,   # how `model` was quantised ('int8'), for `engine_info`
                 ):
         if task not in SERVED_TASKS: raise ValueError(f"task={task!r}: the engine serves {SERVED_TASKS}")
-        if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int(batch_size, 'batch_size')
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size={model.config.vocab_size}")
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
@@ -241,7 +241,7 @@ def fill_mask(self: Engine,
     "Per text, per [MASK], the `top_k` likeliest tokens `{'token', 'token_id', 'score'}`; too long a text is an error."
     texts = check_texts(texts)
     self.require('fill_mask')
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1: raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    check_positive_int(top_k, 'top_k')
     if not texts: return []
     tk = self.tokenizer
     ids = tk(texts)['input_ids']

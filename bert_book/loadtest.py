@@ -9,6 +9,7 @@ __all__ = ['load_test']
 import threading, time
 from typing import Sequence
 
+from .core import check_positive_int
 from .service import _need
 
 # %% ../nbs/14b_loadtest.ipynb 5
@@ -30,7 +31,7 @@ def load_test(url: str,                   # the service, e.g. http://127.0.0.1:8
     "Requests/s, p50/p99 latency (ms) and errors of `clients` concurrent callers, for `seconds` or `max_requests`."
     httpx = _need('httpx')
     if not payloads: raise ValueError("load_test needs at least one payload")
-    if not isinstance(clients, int) or clients < 1: raise ValueError(f"clients must be a positive int, got {clients!r}")
+    check_positive_int(clients, 'clients')
     if seconds is None and max_requests is None: raise ValueError("load_test needs a bound: seconds, max_requests or both")
     # Every client is built and connected before the clock starts: an httpx.Client loads the system's CA
     # certificates (tens of ms, serialised by the GIL), which would otherwise eat a short run on a slow machine.

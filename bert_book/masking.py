@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .core import check_positive_int
+
 # %% auto 0
 __all__ = ['IGNORE_INDEX', 'check_special_ids', 'special_tokens_mask', 'replacement_ids', 'select_positions', 'replace_selected',
            'mask_tokens', 'word_starts', 'MLMCollator']
@@ -29,11 +31,6 @@ def _check_probability(name: str, # the argument's name, for the message
     if not (0 < p < 1 if open_interval else 0 <= p <= 1):
         raise ValueError(f"{name} must be in {'(0, 1)' if open_interval else '[0, 1]'}, got {p}")
     return float(p)
-
-def _check_positive(name: str, n) -> int:
-    "`n` as an int, or a `ValueError` naming the argument when it is not a positive int."
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1: raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return int(n)
 
 def _check_id(name: str, # the argument's name, for the message
               i, # the id to check
@@ -185,7 +182,7 @@ def mask_tokens(input_ids: torch.Tensor, # (..., T) integer token ids, e.g. (B, 
                 generator: torch.Generator | None = None, # the source of randomness; a CPU generator serves inputs on any device
                ) -> tuple[torch.Tensor, torch.Tensor]:
     "BERT's masking: `(masked_ids, labels)`, labels holding the original id at the chosen positions and -100 elsewhere."
-    vocab_size = _check_positive('vocab_size', vocab_size)
+    vocab_size = check_positive_int(vocab_size, 'vocab_size')
     specials = check_special_ids(special_token_ids, mask_token_id, vocab_size)
     p = _check_probability('mlm_probability', mlm_probability)
     mask_replace_prob, random_replace_prob = _check_split(mask_replace_prob, random_replace_prob)
@@ -278,7 +275,7 @@ class MLMCollator:
                  seed: int = 0, # seeds the collator's own generator
                  fixed_seed: int | None = None, # re-seed with this before every call: the same batch, the same mask (evaluation)
                 ):
-        self.vocab_size = _check_positive('vocab_size', vocab_size)
+        self.vocab_size = check_positive_int(vocab_size, 'vocab_size')
         self.pad_token_id = _check_id('pad_token_id', pad_token_id, self.vocab_size)
         self.mask_token_id = _check_id('mask_token_id', mask_token_id, self.vocab_size)
         if isinstance(special_token_ids, torch.Tensor): special_token_ids = special_token_ids.tolist()
@@ -288,8 +285,8 @@ class MLMCollator:
         self.mlm_probability = _check_probability('mlm_probability', mlm_probability)
         self.mask_replace_prob, self.random_replace_prob = _check_split(mask_replace_prob, random_replace_prob)
         self.whole_word_mask, self.exact = bool(whole_word_mask), bool(exact)
-        self.pad_to_multiple_of = None if pad_to_multiple_of is None else _check_positive('pad_to_multiple_of', pad_to_multiple_of)
-        self.max_length = None if max_length is None else _check_positive('max_length', max_length)
+        self.pad_to_multiple_of = None if pad_to_multiple_of is None else check_positive_int(pad_to_multiple_of, 'pad_to_multiple_of')
+        self.max_length = None if max_length is None else check_positive_int(max_length, 'max_length')
         if not isinstance(seed, Integral) or isinstance(seed, bool): raise ValueError(f"seed must be an int, got {seed!r}")
         if fixed_seed is not None and (not isinstance(fixed_seed, Integral) or isinstance(fixed_seed, bool)):
             raise ValueError(f"fixed_seed must be an int or None, got {fixed_seed!r}")

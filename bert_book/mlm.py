@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .core import BertConfig, check_texts, eval_mode, seed_everything
+from .core import BertConfig, check_positive_int, check_texts, eval_mode, seed_everything
 from .heads import BertForMaskedLM
 from .masking import MLMCollator
 from .training import Trainer, TrainingConfig, History, evaluate_batches
@@ -132,7 +132,7 @@ def fill_mask(model: BertForMaskedLM, # a masked language model
              ) -> list[list[dict]]:
     "For each [MASK] in `text`, the `top_k` most likely tokens: `{'token', 'token_id', 'score'}`, best first."
     if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not isinstance(top_k, int) or top_k < 1: raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    check_positive_int(top_k, 'top_k')
     enc = tokenizer([text], return_tensors='pt')
     ids = enc['input_ids']
     limit = model.config.max_position_embeddings

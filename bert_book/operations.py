@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .core import check_positive_int
 from .engine import Engine
 from .service import Limits, _need, _http_protocol, _server_class, create_app
 
@@ -233,10 +234,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.bind((host, port)); sock.listen(2048); sock.set_inheritable(True)
     return sock
 
-def _positive(name: str, value) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
 def serve(folder: str | Path,           # the model folder
           host: str = '127.0.0.1',      # loopback by default: pass 0.0.0.0 to listen on every interface
           port: int = 8000,
@@ -253,7 +250,7 @@ def serve(folder: str | Path,           # the model folder
           drain_seconds: float = 1.0,   # after SIGTERM, how long /ready says 503 before the port closes
          ) -> None:
     "Serve `folder` over HTTP until SIGINT or SIGTERM; returns after a graceful shutdown of every worker."
-    _positive('threads', threads); _positive('workers', workers)
+    check_positive_int(threads, 'threads', optional=True); check_positive_int(workers, 'workers')
     if log_format not in LOG_FORMATS: raise ValueError(f"log_format={log_format!r}; choose one of {LOG_FORMATS}")
     if not Path(folder).is_dir(): raise FileNotFoundError(f"no model folder at {folder}")
     if not 0 <= drain_seconds <= 3600: raise ValueError(f"drain_seconds must be in [0, 3600], got {drain_seconds!r}")

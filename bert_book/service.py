@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 
-from .core import check_texts
+from .core import check_positive_int, check_texts
 from .compression import count_weights
 from .engine import METHODS, Engine, UnsupportedTask
 
@@ -35,7 +35,7 @@ class MicroBatcher:
                  max_batch_size: int = 32,         # texts per model call (a larger single request runs whole)
                  wait_ms: float = 5.0,             # how long the first request of a batch waits for company
                 ):
-        if not isinstance(max_batch_size, int) or max_batch_size < 1: raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        check_positive_int(max_batch_size, 'max_batch_size')
         if not wait_ms >= 0: raise ValueError(f"wait_ms must be >= 0, got {wait_ms!r}")
         self.run, self.max_batch_size, self.wait_ms = run, max_batch_size, wait_ms
         self.stats = {'batches': 0, 'requests': 0, 'texts': 0, 'failed_batches': 0, 'cancelled': 0}
@@ -185,7 +185,7 @@ class Limits:
             self.max_body_bytes = 12 * self.max_texts * self.max_chars + 65536
         for name in ('max_texts', 'max_chars', 'max_batch_size', 'max_body_bytes'):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_positive_int(v, name)
         if not self.batch_wait_ms >= 0: raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
 
     def check(self, texts: list[str]):

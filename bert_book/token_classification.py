@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import BertConfig, eval_mode, get_device, seed_everything
+from .core import BertConfig, check_positive_int, eval_mode, get_device, seed_everything
 from .data import TaggedSentence, split_tag, tags_to_spans
 from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertForTokenClassification
@@ -297,7 +297,7 @@ def length_sorted_chunks(lengths: Sequence[int], # one length per item
                          batch_size: int,         # items per batch
                         ) -> list[list[int]]:
     "The items' indices cut into batches of similar length, shortest first, so that padding each batch to its own longest wastes little."
-    if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size, 'batch_size')
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
@@ -333,7 +333,6 @@ def truncate_ids(ids: list,        # one `[CLS] ... [SEP]` sequence's token ids,
     "`ids` cut to `max_length` tokens, `sep_id` kept last (as the tokenizer truncates); a short one as it is."
     return ids if len(ids) <= max_length else ids[:max_length - 1] + [sep_id]
 
-
 # %% ../nbs/08_token_classification.ipynb 37
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
     "`max_length` (default: the smaller of the tokenizer's and the model's limits) and `overlap` (default: a quarter), checked."
@@ -364,7 +363,7 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
                       ) -> list[Tensor]:
     "Per sentence, a (n_words, num_labels) tensor: each word's tag distribution, from the window where it is farthest from an edge."
     check_aggregation(aggregation, _trained_on_all_subwords(model))
-    if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size, 'batch_size')
     max_length, overlap = window_settings(model, tokenizer, max_length, overlap)
     budget, windows, where = max_length - 2, [], []   # where: (sentence, first word, end word) of each window
     for s, words in enumerate(pieces):
@@ -623,7 +622,7 @@ class NERPipeline:
                  decode: str | None = None,  # 'argmax', 'constrained' (Viterbi with the tag grammar) or 'crf'; None: 'crf' for a CRF tagger, else 'argmax'
                 ):
         check_aggregation(aggregation, _trained_on_all_subwords(model))
-        if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int(batch_size, 'batch_size')
         for i, label in model.config.id2label.items():
             prefix, typ = split_tag(label)
             if label != 'O' and (prefix not in _PREFIXES or not typ):
