@@ -12,15 +12,14 @@ from torch import nn, Tensor
 
 from .core import BertConfig, get_activation
 from .encoder import BertModel, BertPreTrainedModel
+from .masking import IGNORE_INDEX   # a label that is not scored: chapter 3's, one home
 
 # %% auto 0
-__all__ = ['IGNORE_INDEX', 'MaskedLMOutput', 'TokenClassifierOutput', 'SequenceClassifierOutput', 'BertHeadOutput',
-           'cross_entropy', 'check_labels', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertForMaskedLM',
+__all__ = ['MaskedLMOutput', 'TokenClassifierOutput', 'SequenceClassifierOutput', 'BertHeadOutput', 'cross_entropy',
+           'check_labels', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertForMaskedLM',
            'BertForTokenClassification', 'BertForSequenceClassification']
 
 # %% ../nbs/05_heads.ipynb 6
-IGNORE_INDEX = -100  # a label that is not scored (cross_entropy's ignore_index)
-
 @dataclass
 class BertHeadOutput:
     "What a head returns (transformers' field names)."

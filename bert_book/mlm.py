@@ -11,7 +11,7 @@ import torch
 
 from .core import BertConfig, check_positive_int, check_texts, eval_mode, seed_everything
 from .heads import BertForMaskedLM
-from .masking import MLMCollator
+from .masking import IGNORE_INDEX, MLMCollator
 from .training import Trainer, TrainingConfig, History, evaluate_batches
 
 # %% auto 0
@@ -72,7 +72,7 @@ def unigram_perplexity(train_examples: Sequence[dict], # the examples the freque
     counts = torch.ones(vocab_size, dtype=torch.float64)
     counts += torch.bincount(torch.tensor([i for e in train_examples for i in e['input_ids']]), minlength=vocab_size)
     logp = (counts / counts.sum()).log()
-    targets = torch.cat([b['labels'][b['labels'] != -100] for b in eval_batches])
+    targets = torch.cat([b['labels'][b['labels'] != IGNORE_INDEX] for b in eval_batches])
     return math.exp(-logp[targets].mean().item())
 
 # %% ../nbs/06a_mlm.ipynb 14

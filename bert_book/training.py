@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 
 from .core import eval_mode, get_device
+from .masking import IGNORE_INDEX
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
@@ -226,7 +227,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = model(**batch, **(forward_kwargs or {}))
             labels = batch['labels']
-            keep = labels != -100
+            keep = labels != IGNORE_INDEX
             preds = out.logits.argmax(-1)
             targets = labels[keep] if preds.shape != labels.shape else labels  # a head may return logits for kept positions only
             if preds.shape == labels.shape: preds = preds[keep]; targets = labels[keep]
@@ -323,7 +324,7 @@ def _n_labelled(batch: dict) -> torch.Tensor:
     float targets, as in regression); a batch without labels counts its examples."""
     labels = batch.get('labels')
     if labels is None: return torch.tensor(len(next(v for v in batch.values() if torch.is_tensor(v))))
-    return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != -100).sum()
+    return torch.tensor(labels.numel()) if labels.dtype.is_floating_point else (labels != IGNORE_INDEX).sum()
 
 @patch
 def _nonfinite(self: Trainer, why: str) -> FloatingPointError:

@@ -92,3 +92,21 @@ def test_load_answers_one_text_or_many(tagger_folder):
     assert isinstance(many, list) and len(many) == 2
     assert engine.ner(texts[0]) == many[0] and engine.encode(texts[1])['tokens'] == engine.encode(texts)[1]['tokens']
     with pytest.raises(TypeError, match=r'texts\[1\] is int'): engine.ner(['ok', 3])
+
+
+ONE_HOME = {'IGNORE_INDEX': 'masking', 'check_texts': 'core', 'check_positive_int': 'core', 'forward_by_length':
+            'token_classification', 'truncate_ids': 'token_classification', 'encoder_of': 'encoder',
+            'load_model': 'pretrained', 'weights_sha256': 'pretrained', 'make_optimizer': 'training',
+            'model_precision': 'compression', 'serve': 'operations', 'load': 'engine'}
+
+
+def test_each_job_is_defined_in_one_module():
+    "Rule 2: each of these names is defined (def, class or top-level assignment) in its home module and nowhere else."
+    defined = {}
+    for path in sorted((ROOT / 'bert_book').glob('*.py')):
+        if path.name.startswith('_'): continue
+        for node in ast.parse(path.read_text()).body:
+            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else \
+                    [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else []
+            for name in names: defined.setdefault(name, []).append(path.stem)
+    assert {name: defined.get(name) for name in ONE_HOME} == {name: [home] for name, home in ONE_HOME.items()}
