@@ -106,8 +106,8 @@ def book_ner(folder, data, epochs, lr, device, group=False) -> dict:
     train, dev, test = data
     def run():
         tok = BertTokenizer.from_pretrained(folder)
-        return tok, train_ner(train, dev, tok, training=book_config(len(train), epochs, lr, group, device),
-                              encoder=from_pretrained(folder, device='cpu'), seed=SEED)[0]
+        return tok, train_ner(train, dev, tokenizer=tok, training=book_config(len(train), epochs, lr, group, device),
+                              encoder=from_pretrained(folder, device='cpu'), seed=SEED).model
     (tok, model), total, per_epoch = book_timed(run)
     scores = evaluate_ner(model, tok, test)
     return dict(total=total, epochs=per_epoch, quality=scores['f1'], predictions=scores['predictions'], model=model)
@@ -121,7 +121,8 @@ def book_sentiment(folder, data, epochs, lr, device, group=False) -> dict:
     def run():
         tok = BertTokenizer.from_pretrained(folder)
         model = new_classifier(['negative', 'positive'], folder, seed=SEED)
-        return tok, train_classifier(train, dev, tok, model, book_config(len(train), epochs, lr, group, device), max_length=128)[0]
+        return tok, train_classifier(train, dev, tokenizer=tok, model=model,
+                                     training=book_config(len(train), epochs, lr, group, device), max_length=128).model
     (tok, model), total, per_epoch = book_timed(run)
     return dict(total=total, epochs=per_epoch, quality=evaluate_classifier(model, tok, test)['accuracy'], model=model)
 

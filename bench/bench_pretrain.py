@@ -53,7 +53,7 @@ def book_row(tok_folder, train, valid, steps, device, group) -> dict:
     cfg = TrainingConfig(max_steps=steps, batch_size=BATCH, lr=LR, weight_decay=WEIGHT_DECAY, adam_eps=ADAM_EPS,
                          warmup_steps=int(WARMUP_RATIO * steps), max_grad_norm=MAX_GRAD_NORM, precision='fp32',
                          group_by_length=group, load_best_at_end=False, progress=False, seed=SEED, device=device)
-    model, _ = pretrain_mlm(train, tok, compact_config(tok.vocab_size), cfg, eval_texts=valid,
+    model, _ = pretrain_mlm(train, valid, tokenizer=tok, config=compact_config(tok.vocab_size), training=cfg,
                             mlm_probability=MLM_PROBABILITY, seed=SEED)
     _e2e.sync(torch.device(device))
     return dict(total=time.perf_counter() - t0, model=model)

@@ -20,7 +20,7 @@ from .heads import BertForSequenceClassification
 from .pretrained import from_pretrained
 from .encoder import encoder_of
 from .token_classification import forward_by_length, pad_ids, truncate_ids   # chapter 8
-from .training import Trainer, TrainingConfig, History
+from .training import Trained, Trainer, TrainingConfig, start_from
 
 # %% auto 0
 __all__ = ['classification_scores', 'majority_label', 'bow_terms', 'BowClassifier', 'fit_bow', 'ClassificationDataset',
@@ -222,16 +222,31 @@ _EVAL_KEYS = ('loss', 'accuracy', 'macro_f1')
 
 def train_classifier(train: Sequence[LabelledText], # training examples
                      dev: Sequence[LabelledText],   # validation examples: the best checkpoint and early stopping
-                     tokenizer,                     # a `BertTokenizer`
-                     model: BertForSequenceClassification, # the classifier to fine-tune (`new_classifier`)
-                     training: TrainingConfig,      # the loop's settings; metric_for_best: loss, accuracy or macro_f1
                      *,
+                     tokenizer=None,                # a `BertTokenizer`; None: the one saved in the `encoder` folder
+                     encoder=None,                  # a checkpoint folder, a BertModel or a model with `.bert`: a new classifier on it
+                     training: TrainingConfig | None = None, # None: `TrainingConfig()`; metric_for_best: loss, accuracy or macro_f1
+                     model: BertForSequenceClassification | None = None, # instead of `encoder`: a classifier to fine-tune (`new_classifier`, LoRA)
+                     labels: Sequence[str] | None = None, # the classes of the classifier built on `encoder`; default: `train`'s, sorted
                      max_length: int = 128,         # tokens per text ([CLS] and [SEP] included)
-                    ) -> tuple[BertForSequenceClassification, History]:
-    "Fine-tune `model` on `train` with the Trainer, evaluating on `dev`; returns the model (best validation) and History."
+                     seed: int = 0,                 # seeds the new classifier's weights (with `encoder`)
+                    ) -> Trained:
+    """Fine-tune a sentence classifier on `train` with the Trainer, evaluating on `dev`: a new one on `encoder`, or
+    `model`; returns `Trained(model, history)`, the model of the best validation."""
+    training = TrainingConfig() if training is None else training
     if training.metric_for_best not in _EVAL_KEYS:
         raise ValueError(f"training.metric_for_best={training.metric_for_best!r}; the validation gives {_EVAL_KEYS}")
-    if not isinstance(model, BertForSequenceClassification): raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
+    if (encoder is None) == (model is None):
+        raise ValueError("train_classifier takes encoder= (a new classifier is built on it) or model= (a classifier "
+                         f"to fine-tune), {'not both' if model is not None else 'got neither'}")
+    if model is not None and labels is not None:
+        raise ValueError("labels= names the classes of a classifier built on encoder=; model= has its own (config.id2label)")
+    if model is not None and not isinstance(model, BertForSequenceClassification):
+        raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
+    encoder, tokenizer = start_from(encoder, tokenizer, 'train_classifier')   # a folder: its encoder (and tokenizer)
+    if model is None:
+        labels = sorted({x.label for x in _check_examples(train, 'training example')}) if labels is None else labels
+        model = new_classifier(labels, encoder, seed=seed)
     label2id = dict(model.config.label2id)
     train_set = encode_texts(train, tokenizer, label2id, max_length, 'training example')
     dev = _check_examples(dev, 'dev example')
@@ -240,9 +255,9 @@ def train_classifier(train: Sequence[LabelledText], # training examples
     evaluate = lambda m: {k: evaluate_classifier(m, tokenizer, dev, max_length=max_length)[k] for k in _EVAL_KEYS}
     trainer = Trainer(model, training, train_set, ClassificationCollator(tokenizer.pad_token_id), eval_fn=evaluate,
                       lengths=train_set.lengths)
-    return model, trainer.fit()
+    return Trained(model, trainer.fit())
 
-# %% ../nbs/11_classification.ipynb 38
+# %% ../nbs/11_classification.ipynb 39
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` plus a trainable low-rank update: y = W x + b + (alpha / r) · B A x (Hu et al., 2021)."
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):

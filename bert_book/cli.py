@@ -81,7 +81,8 @@ def cmd_train_mlm(args) -> int:
     texts = _texts_of(args.corpus, args.max_texts)
     tokenizer = train_wordpiece(texts, vocab_size=args.vocab_size, model_max_length=args.max_length)
     config = compact_config(tokenizer.vocab_size, max_position_embeddings=args.max_length, **SIZES[args.size])
-    model, history = pretrain_mlm(texts, tokenizer, config, _training_config(args), seed=args.seed)
+    model, history = pretrain_mlm(texts, tokenizer=tokenizer, config=config, training=_training_config(args),
+                                  seed=args.seed)
     save_pretrained(model, tokenizer, out, overwrite=args.overwrite)
     loss = history.best_metric
     print(json.dumps({'output_dir': str(out), 'texts': len(texts), 'vocab_size': tokenizer.vocab_size,
@@ -106,7 +107,7 @@ def cmd_train_ner(args) -> int:
     encoder, tokenizer = _encoder_and_tokenizer(args.encoder, train, args)
     config = None if encoder is not None else compact_config(tokenizer.vocab_size, max_position_embeddings=args.max_length, **SIZES[args.size])
     training = _training_config(args, metric_for_best='f1', warmup_ratio=0.1, early_stopping_patience=args.patience)
-    model, history = train_ner(train, dev, tokenizer, encoder=encoder, config=config, training=training,
+    model, history = train_ner(train, dev, tokenizer=tokenizer, encoder=encoder, config=config, training=training,
                                scheme=args.scheme, seed=args.seed,
                                head=BertCRFForTokenClassification if args.crf else BertForTokenClassification)
     save_pretrained(model, tokenizer, out, overwrite=args.overwrite)
@@ -151,7 +152,8 @@ def cmd_train_cls(args) -> int:
     model, tokenizer = _classifier_start(args.encoder, train, labels, args)
     if args.lr is None: args.lr = 1e-4 if args.encoder else 3e-4     # chapter 11's measured rates
     training = _training_config(args, metric_for_best='accuracy', warmup_ratio=0.1, early_stopping_patience=args.patience)
-    model, history = train_classifier(train, dev, tokenizer, model, training, max_length=args.max_length)
+    model, history = train_classifier(train, dev, tokenizer=tokenizer, model=model, training=training,
+                                      max_length=args.max_length)
     save_pretrained(model, tokenizer, out, overwrite=args.overwrite)
     print(json.dumps({'output_dir': str(out), 'train_examples': len(train), 'dev_examples': len(dev), 'labels': labels,
                       'best_dev_accuracy': round(history.best_metric, 4), 'steps': history.eval[-1]['step'] if history.eval else None}))

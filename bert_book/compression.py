@@ -17,7 +17,7 @@ from torch.nn.utils import prune
 from .core import check_texts
 from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertHeadOutput
-from .training import Trainer, TrainingConfig, History
+from .training import Trained, Trainer, TrainingConfig
 from .token_classification import NERCollator, encode_ner, evaluate_ner, length_sorted_chunks, pad_ids, truncate_ids
 from .pretrained import folder_task, load_model, save_pretrained
 from .tokenizer import BertTokenizer
@@ -453,17 +453,25 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
             student: nn.Module,            # the student (e.g. `shrink_layers(teacher, ...)`), trained in place
             train_set: Sequence[dict],     # the task's encoded training examples
             collate: Callable,             # the task's collator
-            training: TrainingConfig,      # the loop's settings
+            *,
+            training: TrainingConfig | None = None, # the loop's settings; None: `TrainingConfig()`
             eval_fn: Callable,             # student -> dict of validation metrics (holding training.metric_for_best)
             temperature: float = 2.0, alpha: float = 0.5, # alpha = 0: the labels alone, through the same code
-           ) -> tuple[nn.Module, History]:
-    "Train `student` on the teacher's softened logits and the labels with the Trainer; returns it (best validation) and the History."
+           ) -> Trained:
+    """Train `student` on the teacher's softened logits and the labels with the Trainer; returns `Trained(student,
+    history)`, the student of the best validation.
+
+    The other trainers take `(train, dev, *, tokenizer=, encoder=, training=, ...)`: one model to build, and raw
+    examples. Distillation takes two models (the teacher is read, the student trained in place) and examples already
+    encoded with their collator, and `eval_fn` in place of `dev`: one function distils a sentence classifier and a
+    tagger alike, so it knows neither task's raw data nor a tokenizer. `training=` is a keyword, as everywhere."""
+    training = TrainingConfig() if training is None else training
     items = add_teacher_logits(teacher, train_set, collate)
     wrapper = DistillationStudent(student, temperature, alpha)
     trainer = Trainer(wrapper, training, items, DistillationCollator(collate), eval_fn=lambda m: eval_fn(m.student),
                       lengths=[len(x['input_ids']) for x in items])
     history = trainer.fit()
-    return student.eval(), history
+    return Trained(student.eval(), history)
 
 # %% ../nbs/12_compression.ipynb 60
 def _dev_score(model, tokenizer, examples) -> tuple[str, float]:

@@ -79,16 +79,16 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
     log(f"[2/6] masked-LM pre-training: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
         f"{r['mlm_epochs']} epoch(s) on {device}")
     t = time.perf_counter()
-    mlm, mlm_history = pretrain_mlm(corpus, tok, config, TrainingConfig(
+    mlm, mlm_history = pretrain_mlm(corpus, tokenizer=tok, config=config, seed=seed, training=TrainingConfig(
         num_epochs=r['mlm_epochs'], batch_size=r['mlm_batch'], lr=r['mlm_lr'], group_by_length=True, seed=seed,
-        device=device, progress=progress), seed=seed)
+        device=device, progress=progress))
     times['mlm'] = time.perf_counter() - t
     mlm_ppl = math.exp(mlm_history.best_metric)
     log(f"      {times['mlm']:.0f} s; validation perplexity at the masked positions {mlm_ppl:.1f}")
 
     log(f"[3/6] NER fine-tuning on {len(train):,} sentences (dev {len(dev):,}), early stopping on entity F1")
     t = time.perf_counter()
-    ner, ner_history = train_ner(train, dev, tok, encoder=mlm, seed=seed, training=TrainingConfig(
+    ner, ner_history = train_ner(train, dev, tokenizer=tok, encoder=mlm, seed=seed, training=TrainingConfig(
         num_epochs=r['ner_epochs'], batch_size=r['ner_batch'], lr=r['ner_lr'], warmup_ratio=0.1, metric_for_best='f1',
         early_stopping_patience=3, group_by_length=True, seed=seed, device=device, progress=progress))
     times['ner'] = time.perf_counter() - t

@@ -25,21 +25,21 @@ def _is_seq(x) -> bool:
 def _to_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
 
-def _paired_tensors(preds, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    "`preds` and `labels` as tensors; lists of sentences of different lengths are flattened sentence by sentence."
-    try: return _to_tensor(preds), _to_tensor(labels)
+def _paired_tensors(y_true, y_pred) -> tuple[torch.Tensor, torch.Tensor]:
+    "`y_true` and `y_pred` as tensors; lists of sentences of different lengths are flattened sentence by sentence."
+    try: return _to_tensor(y_true), _to_tensor(y_pred)
     except (ValueError, TypeError, RuntimeError): pass  # ragged: one sentence at a time
-    if not (_is_seq(preds) and _is_seq(labels)):
-        raise ValueError("logits_or_preds and labels must be tensors, arrays or (nested) lists of numbers")
-    if len(preds) != len(labels):
-        raise ValueError(f"logits_or_preds has {len(preds)} sentences but labels has {len(labels)}")
-    ps, ls = [], []
-    for i, (p, l) in enumerate(zip(preds, labels)):
-        p, l = _to_tensor(p), _to_tensor(l)
-        if tuple(p.shape[:l.dim()]) != tuple(l.shape):
-            raise ValueError(f"sentence {i}: labels has shape {tuple(l.shape)} but logits_or_preds has {tuple(p.shape)}")
-        ps.append(p.reshape(l.numel(), *p.shape[l.dim():])); ls.append(l.reshape(-1).to(p.device))
-    return torch.cat(ps), torch.cat(ls)
+    if not (_is_seq(y_true) and _is_seq(y_pred)):
+        raise ValueError("y_true and y_pred must be tensors, arrays or (nested) lists of numbers")
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} sentences but y_pred has {len(y_pred)}")
+    ts, ps = [], []
+    for i, (t, p) in enumerate(zip(y_true, y_pred)):
+        t, p = _to_tensor(t), _to_tensor(p)
+        if tuple(p.shape[:t.dim()]) != tuple(t.shape):
+            raise ValueError(f"sentence {i}: y_true has shape {tuple(t.shape)} but y_pred has {tuple(p.shape)}")
+        ts.append(t.reshape(-1).to(p.device)); ps.append(p.reshape(t.numel(), *p.shape[t.dim():]))
+    return torch.cat(ts), torch.cat(ps)
 
 def _check_pair(y_true, y_pred, names=('y_true', 'y_pred')) -> None:
     "Raise a ValueError unless both are non-empty lists of sentences of tags, sentence by sentence the same length."
@@ -60,35 +60,36 @@ def _is_tag_lists(x) -> bool:
     "Is `x` a list of tag sequences (strings), as opposed to numbers?"
     return _is_seq(x) and any(isinstance(s, str) or (_is_seq(s) and any(isinstance(t, str) for t in s)) for s in x)
 
-def token_accuracy(logits_or_preds, # logits (..., C), or predicted ids shaped like `labels`; tensor or list
-                   labels, # gold ids (...), `ignore_index` where there is nothing to score; or tag lists
+def token_accuracy(y_true, # gold ids (...), `ignore_index` where there is nothing to score; or tag lists
+                   y_pred, # logits (..., C), or predicted ids shaped like `y_true`; tensor or list
                    ignore_index: int = -100, # label value that is not scored
                   ) -> float:
-    "The fraction of scored positions where the prediction (arg-max of logits, or the ids) equals the label."
-    if _is_tag_lists(labels) or _is_tag_lists(logits_or_preds):
-        _check_pair(labels, logits_or_preds, names=('labels', 'logits_or_preds'))
-        pairs = [(t, p) for ts, ps in zip(labels, logits_or_preds) for t, p in zip(ts, ps)]
-        if not pairs: raise ValueError("labels has no tags: token accuracy is undefined")
+    "The fraction of scored positions where the prediction (arg-max of logits, or the ids) equals the gold label."
+    if _is_tag_lists(y_true) or _is_tag_lists(y_pred):
+        _check_pair(y_true, y_pred)
+        pairs = [(t, p) for ts, ps in zip(y_true, y_pred) for t, p in zip(ts, ps)]
+        if not pairs: raise ValueError("y_true has no tags: token accuracy is undefined")
         return sum(t == p for t, p in pairs) / len(pairs)
-    preds, labels = _paired_tensors(logits_or_preds, labels)
+    labels, preds = _paired_tensors(y_true, y_pred)
     labels = labels.to(preds.device)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
+        raise ValueError(f"y_true must be integer class ids, got dtype {labels.dtype}: token_accuracy(y_true, y_pred) "
+                         "takes the gold ids first, then the logits or the predicted ids")
     n_classes = None
     if preds.dim() == labels.dim() + 1:                    # logits (..., C)
         if preds.shape[:-1] != labels.shape:
-            raise ValueError(f"logits of shape {tuple(preds.shape)} do not match labels of shape {tuple(labels.shape)}")
+            raise ValueError(f"logits of shape {tuple(preds.shape)} do not match y_true of shape {tuple(labels.shape)}")
         n_classes, preds = preds.shape[-1], preds.argmax(-1)
     elif preds.shape != labels.shape:
-        raise ValueError(f"logits_or_preds has shape {tuple(preds.shape)} but labels has shape {tuple(labels.shape)}: "
-                         "give predicted ids of the labels' shape, or logits with one more (class) dimension")
+        raise ValueError(f"y_pred has shape {tuple(preds.shape)} but y_true has shape {tuple(labels.shape)}: "
+                         "give predicted ids of y_true's shape, or logits with one more (class) dimension")
     scored = labels != ignore_index
     n = int(scored.sum())
     if n == 0: raise ValueError(f"no position is scored: every label is ignore_index={ignore_index}")
     bad = scored & ((labels < 0) | (labels >= n_classes if n_classes else torch.zeros_like(scored)))
     if bad.any():
         where = tuple(bad.nonzero()[0].tolist())
-        raise ValueError(f"labels{list(where)} = {int(labels[where])} is neither a class id"
+        raise ValueError(f"y_true{list(where)} = {int(labels[where])} is neither a class id"
                          f"{f' in [0, {n_classes})' if n_classes else ' (>= 0)'} nor ignore_index={ignore_index}")
     return int(((preds == labels) & scored).sum()) / n
 
@@ -308,7 +309,7 @@ def ner_scores(y_true, # gold tags, list[list[str]]
                average: str = 'micro', # average over entity types
               ) -> dict[str, float]:
     "Tag accuracy and entity precision, recall, F1 and support in both modes, the mode in every key's name."
-    out = {'token_accuracy': token_accuracy(y_pred, y_true)}
+    out = {'token_accuracy': token_accuracy(y_true, y_pred)}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UndefinedMetricWarning)  # a summary: the zeros speak for themselves
         for mode in _MODES:

@@ -12,7 +12,7 @@ import torch
 from .core import BertConfig, check_positive_int, check_texts, eval_mode, seed_everything
 from .heads import BertForMaskedLM
 from .masking import IGNORE_INDEX, MLMCollator
-from .training import Trainer, TrainingConfig, History, evaluate_batches
+from .training import Trained, Trainer, TrainingConfig, evaluate_batches
 
 # %% auto 0
 __all__ = ['tokenize_corpus', 'pack_examples', 'fixed_eval_batches', 'unigram_perplexity', 'evaluate_mlm', 'compact_config',
@@ -90,29 +90,36 @@ def compact_config(vocab_size: int, # the tokenizer's vocabulary size
                                 intermediate_size=1024, max_position_embeddings=128), **overrides})
 
 # %% ../nbs/06a_mlm.ipynb 19
-def pretrain_mlm(texts: Sequence[str],            # the training corpus, one example per text
-                 tokenizer,                       # a `BertTokenizer` (its vocabulary sizes the model)
+def pretrain_mlm(train: Sequence[str],            # the training corpus, one example per text
+                 dev: Sequence[str] | None = None, # validation texts; None: the last `eval_fraction` of `train`
+                 *,
+                 tokenizer=None,                  # a `BertTokenizer`; required (its vocabulary sizes the model)
                  config: BertConfig | None = None, # the model's shape; default `compact_config(tokenizer.vocab_size)`
-                 training: TrainingConfig | None = None, # the loop's settings
-                 eval_texts: Sequence[str] | None = None, # validation texts; default: the last `eval_fraction` of `texts`
-                 eval_fraction: float = 0.05,
+                 training: TrainingConfig | None = None, # the loop's settings; None: 3 epochs, batch 64, lr 1e-3, by length
+                 eval_fraction: float = 0.05,     # the share of `train` held out when `dev` is None
                  whole_word_mask: bool = False,   # mask all pieces of a word together
                  mlm_probability: float = 0.15,
                  seed: int = 0,                   # seeds the model's initialisation and the masks
                  pack: bool = False,              # pack consecutive training texts into examples of up to max_position_embeddings tokens
-                ) -> tuple[BertForMaskedLM, History]:
-    "Pre-train a `BertForMaskedLM` from scratch on `texts`; returns the model (best validation loss) and its History."
+                ) -> Trained:
+    "Pre-train a `BertForMaskedLM` from scratch on `train`; returns `Trained(model, history)` (best validation loss)."
+    if hasattr(dev, 'vocab_size'):
+        raise TypeError("pretrain_mlm(train, dev, *, tokenizer=...): the second argument is the validation texts; "
+                        "pass the tokenizer as tokenizer=")
+    if tokenizer is None:
+        raise TypeError("pretrain_mlm needs tokenizer= (a BertTokenizer): its vocabulary sizes the model")
+    train, dev = check_texts(train, 'train'), None if dev is None else check_texts(dev, 'dev')
     config = config or compact_config(tokenizer.vocab_size)
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"config.vocab_size={config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     training = training or TrainingConfig(num_epochs=3, batch_size=64, lr=1e-3, group_by_length=True)
-    examples = tokenize_corpus(texts, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
-    if eval_texts is None:
+    examples = tokenize_corpus(train, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
+    if dev is None:
         n_eval = max(1, int(len(examples) * eval_fraction))
         if n_eval >= len(examples): raise ValueError(f"{len(examples)} examples are too few to hold out {eval_fraction:.0%} for validation")
         examples, eval_examples = examples[:-n_eval], examples[-n_eval:]
     else:
-        eval_examples = tokenize_corpus(eval_texts, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
+        eval_examples = tokenize_corpus(dev, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
     if pack: examples = pack_examples(examples, config.max_position_embeddings)   # validation stays one text per example
     collator = MLMCollator.from_tokenizer(tokenizer, seed=seed, whole_word_mask=whole_word_mask,
                                           mlm_probability=mlm_probability, max_length=config.max_position_embeddings)
@@ -121,9 +128,9 @@ def pretrain_mlm(texts: Sequence[str],            # the training corpus, one exa
     model = BertForMaskedLM(config)
     trainer = Trainer(model, training, examples, collator, eval_fn=lambda m: evaluate_mlm(m, eval_batches),
                       lengths=[len(e['input_ids']) for e in examples], forward_kwargs={'masked_only': True})
-    return model, trainer.fit()
+    return Trained(model, trainer.fit())
 
-# %% ../nbs/06a_mlm.ipynb 23
+# %% ../nbs/06a_mlm.ipynb 24
 @torch.inference_mode()
 def fill_mask(model: BertForMaskedLM, # a masked language model
               tokenizer,              # its tokenizer

@@ -149,14 +149,17 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     return TextOutputs(torch.stack([lg for lg, _ in out]) if head else None, pooled[poolings[0]], pooled)
 
 # %% ../nbs/13_ood.ipynb 15
-def calibration_bins(probs: Tensor,     # (N, C) predicted probabilities
-                     labels: Tensor,    # (N,) true class ids
+def calibration_bins(y_true: Tensor,    # (N,) true class ids
+                     probs: Tensor,     # (N, C) predicted probabilities
                      n_bins: int = 15,  # equal-width confidence bins over [0, 1]
                     ) -> dict:
     "Per bin: how many predictions, their mean confidence (the top probability) and their accuracy (empty bins: NaN)."
-    probs, labels = torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(labels)
+    labels, probs = torch.as_tensor(y_true), torch.as_tensor(probs, dtype=torch.float64)
+    if labels.is_floating_point() or labels.dim() != 1:
+        raise ValueError(f"y_true must be (N,) class ids, got {labels.dtype} of shape {tuple(labels.shape)}: "
+                         "the true class ids come first, the probabilities (N, C) second")
     if probs.dim() != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(f"probs must be (N, C) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"probs must be (N, C) and y_true (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
     if not len(probs): raise ValueError("no predictions")
     if n_bins < 1: raise ValueError(f"n_bins must be positive, got {n_bins}")
     conf, pred = probs.max(-1)
@@ -166,9 +169,9 @@ def calibration_bins(probs: Tensor,     # (N, C) predicted probabilities
     mean = lambda v: torch.bincount(bin_of, v, minlength=n_bins) / count   # NaN where a bin is empty
     return {'count': count, 'confidence': mean(conf), 'accuracy': mean(correct)}
 
-def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true: Tensor, probs: Tensor, n_bins: int = 15) -> float:
     "ECE: the gap between accuracy and confidence in each bin, weighted by the bin's share of the predictions (Guo et al. 2017)."
-    b = calibration_bins(probs, labels, n_bins)
+    b = calibration_bins(y_true, probs, n_bins)
     full = b['count'] > 0
     return float((b['count'][full] / b['count'].sum() * (b['accuracy'][full] - b['confidence'][full]).abs()).sum())
 
@@ -208,13 +211,13 @@ def fit_temperature(logits: Tensor,      # (N, C) validation logits
             return bound
     return math.exp(log_t)
 
-def plot_reliability(ax, probs: Tensor, labels: Tensor, n_bins: int = 15, label: str | None = None):
+def plot_reliability(ax, y_true: Tensor, probs: Tensor, n_bins: int = 15, label: str | None = None):
     "A reliability diagram on `ax`: accuracy against mean confidence per bin; the dotted diagonal is perfect calibration."
-    b = calibration_bins(probs, labels, n_bins)
+    b = calibration_bins(y_true, probs, n_bins)
     full = b['count'] > 0
     ax.plot([0, 1], [0, 1], ':', color='grey', lw=1)
     ax.plot(b['confidence'][full], b['accuracy'][full], 'o-', ms=3,
-            label=f"{label + ': ' if label else ''}ECE {expected_calibration_error(probs, labels, n_bins):.3f}")
+            label=f"{label + ': ' if label else ''}ECE {expected_calibration_error(y_true, probs, n_bins):.3f}")
     ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.legend(fontsize=8)
     return ax
 

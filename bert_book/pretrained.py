@@ -19,6 +19,7 @@ from .data import split_tag
 from .encoder import BertModel, BertPreTrainedModel, encoder_of
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
 from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE
+from .training import register_encoder_loader
 
 _logger = logging.getLogger(__name__)
 
@@ -369,7 +370,13 @@ def load_model(folder: str | Path,           # a checkpoint folder
                          f"{_short(model.loading_info.missing_keys, 3)}")
     return model.bert if task == 'encoder' and held != 'encoder' else model
 
-# %% ../nbs/09_pretrained.ipynb 44
+def _folder_encoder(folder: Path) -> BertModel:
+    "The encoder part of whatever a checkpoint folder holds, on the CPU: what a trainer's `encoder=folder` starts from."
+    return load_model(folder, 'encoder', device='cpu')
+
+register_encoder_loader(_folder_encoder)   # the trainers read `encoder=` a folder with it (chapter 6's `start_from`)
+
+# %% ../nbs/09_pretrained.ipynb 46
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:

@@ -18,7 +18,7 @@ from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertForTokenClassification
 from .mlm import compact_config
 from .metrics import get_scheme, token_accuracy, entity_scores, classification_report
-from .training import Trainer, TrainingConfig, History, evaluate_batches
+from .training import Trained, Trainer, TrainingConfig, evaluate_batches, start_from
 
 # %% auto 0
 __all__ = ['AGGREGATIONS', 'DECODERS', 'word_pieces', 'continuation_tags', 'merge_piece_tags', 'align_labels',
@@ -456,7 +456,7 @@ def evaluate_ner(model, tokenizer,
     pred = predict_ner(model, tokenizer, [s.tokens for s in sentences], aggregation=aggregation, batch_size=batch_size,
                        max_length=max_length, overlap=overlap, decode=decode,
                        scheme=scheme if decode == 'constrained' else None)
-    out = {'token_accuracy': token_accuracy(pred, gold) if any(gold) else float('nan')}
+    out = {'token_accuracy': token_accuracy(gold, pred) if any(gold) else float('nan')}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # a division by zero (no entity predicted yet) scores 0, which is the news
         for m in ('default', 'strict'):
@@ -519,10 +519,10 @@ _EVAL_KEYS = ('loss', 'token_accuracy', 'precision', 'recall', 'f1', 'f1_default
 
 def train_ner(train: Sequence[TaggedSentence], # training sentences
               dev: Sequence[TaggedSentence],   # validation sentences: early stopping and the best checkpoint
-              tokenizer,                        # a `BertTokenizer`
               *,
-              training: TrainingConfig,         # the loop's settings; metric_for_best is one of loss, token_accuracy, precision, recall, f1, f1_default, f1_strict
-              encoder=None,                     # a pre-trained BertModel, or a model with `.bert`, to start from; None: random
+              tokenizer=None,                   # a `BertTokenizer`; None: the one saved in the `encoder` folder
+              encoder=None,                     # a checkpoint folder, a BertModel or a model with `.bert`; None: random
+              training: TrainingConfig | None = None, # None: `TrainingConfig()`; metric_for_best: loss, token_accuracy, precision, recall, f1, f1_default or f1_strict
               config: BertConfig | None = None, # the model's shape; default: the encoder's, else `compact_config`
               label_list: Sequence[str] | None = None, # the labels, 'O' first; default `label_list_for(train, scheme)`
               class_weights: str | Sequence[float] | Tensor | None = None, # None, 'balanced', or one weight per label
@@ -536,9 +536,10 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
               head: type = BertForTokenClassification,  # the tagger's class: this one or a subclass (chapter 10's CRF tagger)
               decode: str | None = None,        # how validation decodes: None is the model's own (`resolve_decode`)
               lr_factors: dict[str, float] | None = None,  # name prefix -> learning-rate factor; default: the head's own
-             ) -> tuple[BertForTokenClassification, History]:
-    """Fine-tune a tagger (`head`, a `BertForTokenClassification` by default) for NER with the Trainer; returns the
-    model with the best validation score and the History."""
+             ) -> Trained:
+    """Fine-tune a tagger (`head`, a `BertForTokenClassification` by default) for NER with the Trainer; returns
+    `Trained(model, history)`: the model with the best validation score, and the History."""
+    training = TrainingConfig() if training is None else training
     if not (isinstance(head, type) and issubclass(head, BertForTokenClassification)):
         raise TypeError(f"head must be BertForTokenClassification or a subclass, got {head!r}")
     if getattr(head, 'scores_sequences', False) and (class_weights is not None or focal_gamma is not None):
@@ -552,6 +553,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     check_aggregation(aggregation, label_all_subwords)
     train, dev = _check_sentences(train, 'train sentence'), _check_sentences(dev, 'dev sentence')
     if not train or not dev: raise ValueError(f"train_ner needs training and validation sentences, got {len(train)} and {len(dev)}")
+    encoder, tokenizer = start_from(encoder, tokenizer, 'train_ner')   # a folder: its encoder (and tokenizer)
     labels = list(label_list) if label_list is not None else label_list_for(train, scheme)
     cfg = _tagger_config(encoder, config, tokenizer, labels)
     seed_everything(seed)
@@ -587,7 +589,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
 
     trainer = Trainer(model, training, train_set, collate, eval_fn=evaluate, lengths=train_set.lengths,
                       loss_fn=ner_loss(class_weights, focal_gamma), lr_factors=lr_factors)
-    return model, trainer.fit()
+    return Trained(model, trainer.fit())
 
 # %% ../nbs/08_token_classification.ipynb 61
 def split_words(tokenizer,  # a `BertTokenizer`

@@ -8,7 +8,7 @@ import json, math, os, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 
 from .core import eval_mode, get_device
+from .tokenizer import BertTokenizer
 from .masking import IGNORE_INDEX
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
-           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'to_device', 'History', 'evaluate_batches',
-           'Trainer']
+           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'to_device', 'History', 'Trained',
+           'register_encoder_loader', 'start_from', 'evaluate_batches', 'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
 SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
@@ -213,6 +214,41 @@ class History:
         return fig
 
 # %% ../nbs/06_training.ipynb 28
+class Trained(NamedTuple):
+    """What every trainer returns: the trained model (the weights of its best validation, unless
+    `load_best_at_end` is off) and the run's `History`. A tuple: `model, history = train_ner(...)` unpacks it."""
+    model: nn.Module
+    history: History
+
+_ENCODER_LOADER: list[Callable] = []   # what `register_encoder_loader` was given (one loader, the latest)
+
+def register_encoder_loader(load: Callable, # folder (a Path) -> the encoder module the checkpoint folder holds
+                           ) -> Callable:
+    "Let the trainers take `encoder=` a checkpoint folder, read by `load` (chapter 9's `load_model`); returns `load`."
+    _ENCODER_LOADER[:] = [load]
+    return load
+
+def start_from(encoder,      # None (random weights), a module, or a checkpoint folder (str or Path)
+               tokenizer,    # a `BertTokenizer`, or None for the one saved in the folder
+               caller: str,  # the trainer's name, for the messages
+              ) -> tuple:
+    """(encoder, tokenizer) a trainer starts from: a checkpoint folder gives the encoder part of whatever it holds
+    and, when `tokenizer` is None, the tokenizer saved with it; a module (or None) is passed on as it is."""
+    if isinstance(encoder, (str, os.PathLike)):
+        folder = Path(encoder)
+        if not folder.is_dir(): raise FileNotFoundError(f"{caller}: encoder={str(encoder)!r} is not a folder")
+        if not _ENCODER_LOADER: raise RuntimeError("no checkpoint loader is registered: import bert_book first")
+        if tokenizer is None:
+            try: tokenizer = BertTokenizer.from_pretrained(folder)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{caller}: {e}; pass tokenizer= (a BertTokenizer)") from None
+        encoder = _ENCODER_LOADER[0](folder)
+    if tokenizer is None:
+        raise TypeError(f"{caller} needs a tokenizer: pass tokenizer= (a BertTokenizer), or encoder= a checkpoint "
+                        "folder that holds one")
+    return encoder, tokenizer
+
+# %% ../nbs/06_training.ipynb 31
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device | None = None,
                      forward_kwargs: dict | None = None, autocast_dtype=None) -> dict:
@@ -239,7 +275,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
     if count == 0: raise ValueError("evaluation batches hold no labelled position (every label is -100)")
     return {'loss': loss_sum / count, 'accuracy': correct / count, 'n_targets': int(count)}
 
-# %% ../nbs/06_training.ipynb 30
+# %% ../nbs/06_training.ipynb 33
 class Trainer:
     "The book's training loop: AdamW, warm-up and decay, clipping, accumulation, mixed precision, evaluation, early stopping, checkpoints, DDP."
     def __init__(self,
@@ -307,7 +343,7 @@ class Trainer:
         "The position in the data in epochs (1.5: halfway through the second epoch)."
         return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
-# %% ../nbs/06_training.ipynb 34
+# %% ../nbs/06_training.ipynb 37
 @patch
 def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
@@ -371,7 +407,7 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     return loss_sum
 
 
-# %% ../nbs/06_training.ipynb 38
+# %% ../nbs/06_training.ipynb 41
 @patch
 def evaluate(self: Trainer) -> dict:
     "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
@@ -409,7 +445,7 @@ def _load_best(self: Trainer):
     if self.best_state is not None: self.model.load_state_dict(self.best_state)
     elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
 
-# %% ../nbs/06_training.ipynb 42
+# %% ../nbs/06_training.ipynb 45
 def _torch_rng_state() -> dict:
     "This process's torch random state: the CPU's and every GPU's."
     return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -479,7 +515,7 @@ def _load_weights(self: Trainer, path: Path):
         if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
 
-# %% ../nbs/06_training.ipynb 46
+# %% ../nbs/06_training.ipynb 49
 @patch
 def fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."

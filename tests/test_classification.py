@@ -15,7 +15,8 @@ from bert_book.classification import (ClassificationCollator, LoRALinear, add_lo
                                       merge_lora, new_classifier, predict_logits, train_classifier)
 from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.tokenizer import train_wordpiece
-from bert_book.training import TrainingConfig
+from bert_book.heads import BertForSequenceClassification
+from bert_book.training import History, Trained, TrainingConfig
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
@@ -176,10 +177,48 @@ def test_train_classifier_learns_and_checks(tok):
     train = [LabelledText(t, 'positive' if 'good' in t else 'negative') for t in ['good film', 'bad film', 'good cast', 'bad plot'] * 10]
     model = new_classifier(LABELS, config=tiny(tok, hidden_dropout_prob=0.0), seed=1)
     cfg = TrainingConfig(num_epochs=8, batch_size=8, lr=3e-3, metric_for_best='accuracy', progress=False, device='cpu')
-    model, history = train_classifier(train, train[:8], tok, model, cfg)
+    trained = train_classifier(train, train[:8], tokenizer=tok, model=model, training=cfg)
+    assert isinstance(trained, Trained) and trained.model is model and isinstance(trained.history, History)
+    model, history = trained
     assert evaluate_classifier(model, tok, train)['accuracy'] == 1.0 and history.eval
     with pytest.raises(ValueError, match='metric_for_best'):
-        train_classifier(train, train, tok, model, TrainingConfig(metric_for_best='f1', progress=False))
+        train_classifier(train, train, tokenizer=tok, model=model, training=TrainingConfig(metric_for_best='f1', progress=False))
+
+
+QUICK = dict(max_steps=2, batch_size=4, progress=False, device='cpu')
+FEW = [LabelledText(t, 'yes' if i % 2 else 'no') for i, t in enumerate(TEXTS)]
+
+
+def test_train_classifier_keyword_shape_and_errors(tok):
+    "train_classifier(train, dev, *, tokenizer=, encoder= or model=, ...): keywords after the data, one start."
+    model = new_classifier(LABELS, config=tiny(tok))
+    with pytest.raises(TypeError, match='positional'): train_classifier(FEW, FEW, tok, model=model)
+    with pytest.raises(ValueError, match='got neither'): train_classifier(FEW, FEW, tokenizer=tok)
+    with pytest.raises(ValueError, match='not both'): train_classifier(FEW, FEW, tokenizer=tok, encoder=model, model=model)
+    with pytest.raises(TypeError, match='train_classifier needs a tokenizer: pass tokenizer='):
+        train_classifier(FEW, FEW, model=model)
+    with pytest.raises(ValueError, match='labels= names the classes'):
+        train_classifier(FEW, FEW, tokenizer=tok, model=model, labels=LABELS)
+    with pytest.raises(TypeError, match='BertForSequenceClassification'):
+        train_classifier(FEW, FEW, tokenizer=tok, model=torch.nn.Linear(2, 2))
+
+
+def test_train_classifier_from_an_encoder_or_a_folder(tok, tmp_path):
+    "encoder= a module or a checkpoint folder (whatever it holds): a new classifier for train's labels, sorted."
+    from bert_book.heads import BertForMaskedLM
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(tiny(tok))
+    folder = save_pretrained(mlm, tok, tmp_path / 'mlm')
+    model, history = train_classifier(FEW, FEW, tokenizer=tok, encoder=mlm, training=TrainingConfig(**QUICK))
+    assert model.config.id2label == {0: 'no', 1: 'yes'} and history.eval
+    assert model.bert is not mlm.bert                     # the encoder's weights are copied, the encoder left alone
+    from_folder, _ = train_classifier(FEW, FEW, encoder=str(folder), labels=['yes', 'no'],    # its tokenizer too
+                                      training=TrainingConfig(**QUICK, lr=1e-12))
+    assert isinstance(from_folder, BertForSequenceClassification) and from_folder.config.id2label == {0: 'yes', 1: 'no'}
+    for name, w in mlm.bert.state_dict().items():          # started from the folder's encoder (lr 1e-12: unmoved)
+        if not name.startswith('pooler.'): assert torch.allclose(from_folder.bert.state_dict()[name], w, atol=1e-6), name
+    with pytest.raises(FileNotFoundError, match='is not a folder'):
+        train_classifier(FEW, FEW, tokenizer=tok, encoder=tmp_path / 'nothing', training=TrainingConfig(**QUICK))
     with pytest.raises(ValueError, match='two distinct'): new_classifier(['only'], config=tiny(tok))
 
 

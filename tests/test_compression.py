@@ -19,7 +19,7 @@ from bert_book.heads import BertForSequenceClassification, BertForTokenClassific
 from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.engine import Engine
 from bert_book.tokenizer import BertTokenizer
-from bert_book.training import TrainingConfig
+from bert_book.training import Trained, TrainingConfig
 
 TEXTS = ['A triumph of style.', 'Dull, and far too long.', 'The cast is wonderful and the story moves.',
          'I wanted to like it.', 'Nothing works here', 'One of the best films of the year, funny and warm.'] * 4
@@ -163,9 +163,12 @@ def test_distill_trains_a_student(tiny_folders):
     def evaluate(m):
         calls.append(type(m).__name__)
         return {'loss': 0.0, 'accuracy': float(len(calls))}
-    trained, history = distill(teacher, student, data, ClassificationCollator(tok.pad_token_id),
-                               TrainingConfig(num_epochs=1, batch_size=8, lr=1e-3, progress=False, metric_for_best='accuracy',
-                                              device='cpu'), evaluate)
+    cfg = TrainingConfig(num_epochs=1, batch_size=8, lr=1e-3, progress=False, metric_for_best='accuracy', device='cpu')
+    with pytest.raises(TypeError, match='positional'):       # training and eval_fn are keywords
+        distill(teacher, student, data, ClassificationCollator(tok.pad_token_id), cfg, evaluate)
+    result = distill(teacher, student, data, ClassificationCollator(tok.pad_token_id), training=cfg, eval_fn=evaluate)
+    assert isinstance(result, Trained) and result.model is student
+    trained, history = result
     assert trained is student and calls and set(calls) == {'BertForSequenceClassification'}
     assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in before.items())
     assert history.train and history.eval

@@ -285,15 +285,15 @@ def test_train_ner_with_crf_learns_its_transitions():
                      intermediate_size=64, max_position_embeddings=32)
     training = TrainingConfig(max_steps=12, batch_size=8, lr=1e-3, progress=False, metric_for_best='f1')
     seed_everything(0)
-    model, history = train_ner(sents, sents[:2], tok, training=training, config=cfg, head=BertCRFForTokenClassification)
+    model, history = train_ner(sents, sents[:2], tokenizer=tok, training=training, config=cfg, head=BertCRFForTokenClassification)
     assert has_crf(model) and history.eval[-1]['f1'] > 0
     first_loss, last_loss = history.train[0]['loss'], history.train[-1]['loss']
     assert last_loss < first_loss
     # at 100x the rate the CRF's scores moved well beyond their uniform(-0.1, 0.1) start: B-PER -> I-PER is favoured
     l2i = model.config.label2id
     assert model.crf.transitions[l2i['B-PER'], l2i['I-PER']] > model.crf.transitions[l2i['O'], l2i['I-PER']] + 0.2
-    with pytest.raises(ValueError, match='class_weights'): train_ner(sents, sents, tok, training=training, config=cfg, head=BertCRFForTokenClassification, class_weights='balanced')
-    with pytest.raises(ValueError, match='first sub-word'): train_ner(sents, sents, tok, training=training, config=cfg, head=BertCRFForTokenClassification, label_all_subwords=True)
+    with pytest.raises(ValueError, match='class_weights'): train_ner(sents, sents, tokenizer=tok, training=training, config=cfg, head=BertCRFForTokenClassification, class_weights='balanced')
+    with pytest.raises(ValueError, match='first sub-word'): train_ner(sents, sents, tokenizer=tok, training=training, config=cfg, head=BertCRFForTokenClassification, label_all_subwords=True)
 
 
 # --- the service and the command line ---------------------------------------------------------------------------------

@@ -306,30 +306,43 @@ def test_token_accuracy_equals_its_definition(batch, length, n_classes, seed):
     labels[0, 0] = 0  # at least one scored position
     keep = labels != -100
     want = (logits.argmax(-1)[keep] == labels[keep]).double().mean().item()
-    assert token_accuracy(logits, labels) == pytest.approx(want, abs=1e-12)
-    assert token_accuracy(logits.argmax(-1), labels) == pytest.approx(want, abs=1e-12)
-    assert token_accuracy(logits.tolist(), labels.tolist()) == pytest.approx(want, abs=1e-12)
+    assert token_accuracy(labels, logits) == pytest.approx(want, abs=1e-12)
+    assert token_accuracy(labels, logits.argmax(-1)) == pytest.approx(want, abs=1e-12)
+    assert token_accuracy(labels.tolist(), logits.tolist()) == pytest.approx(want, abs=1e-12)
     # ragged: sentence i keeps its first i + 1 positions
     ps = [logits[i, :min(i + 1, length)] for i in range(batch)]
     ls = [labels[i, :min(i + 1, length)] for i in range(batch)]
     kept = torch.cat([l for l in ls]) != -100
     if kept.any():
         want_r = (torch.cat([p.argmax(-1) for p in ps])[kept] == torch.cat(ls)[kept]).double().mean().item()
-        assert token_accuracy(ps, ls) == pytest.approx(want_r, abs=1e-12)
+        assert token_accuracy(ls, ps) == pytest.approx(want_r, abs=1e-12)
 
 def test_token_accuracy_errors_and_tags():
     logits, labels = torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long)
-    with pytest.raises(ValueError, match='every label is ignore_index=-100'): token_accuracy(logits, torch.full((2, 3), -100))
-    with pytest.raises(ValueError, match=r'labels\[1, 2\] = 4 is neither a class id in \[0, 4\)'):
-        bad = labels.clone(); bad[1, 2] = 4; token_accuracy(logits, bad)
-    with pytest.raises(ValueError, match=r'do not match labels of shape \(2, 2\)'): token_accuracy(logits, labels[:, :2])
-    with pytest.raises(ValueError, match='integer class ids'): token_accuracy(logits, labels.float())
-    with pytest.raises(ValueError, match='sentence 1: labels has 1 tags but logits_or_preds has 2'):
+    with pytest.raises(ValueError, match='every label is ignore_index=-100'): token_accuracy(torch.full((2, 3), -100), logits)
+    with pytest.raises(ValueError, match=r'y_true\[1, 2\] = 4 is neither a class id in \[0, 4\)'):
+        bad = labels.clone(); bad[1, 2] = 4; token_accuracy(bad, logits)
+    with pytest.raises(ValueError, match=r'do not match y_true of shape \(2, 2\)'): token_accuracy(labels[:, :2], logits)
+    with pytest.raises(ValueError, match='integer class ids'): token_accuracy(labels.float(), logits)
+    with pytest.raises(ValueError, match='sentence 1: y_true has 2 tags but y_pred has 1'):
         token_accuracy([['O'], ['O', 'O']], [['O'], ['O']])
-    assert token_accuracy(logits, labels) == 1.0
-    with pytest.raises(ValueError, match='every label is ignore_index=0'): token_accuracy(logits, labels, ignore_index=0)
-    assert token_accuracy(torch.tensor([1, 2, 3]), torch.tensor([1, 0, 0]), ignore_index=0) == 1.0  # only position 0 scored
-    assert token_accuracy([['B-PER', 'O'], ['O']], [['B-PER', 'I-PER'], ['O']]) == pytest.approx(2 / 3)
+    assert token_accuracy(labels, logits) == 1.0
+    with pytest.raises(ValueError, match='every label is ignore_index=0'): token_accuracy(labels, logits, ignore_index=0)
+    assert token_accuracy(torch.tensor([1, 0, 0]), torch.tensor([1, 2, 3]), ignore_index=0) == 1.0  # only position 0 scored
+    assert token_accuracy([['B-PER', 'I-PER'], ['O']], [['B-PER', 'O'], ['O']]) == pytest.approx(2 / 3)
+
+
+def test_token_accuracy_takes_gold_first():
+    "y_true first: the ignored positions are read from it, and logits in its place are a clear error."
+    gold = torch.tensor([[2, -100, 1]])
+    pred = torch.tensor([[2, 0, 0]])
+    assert token_accuracy(gold, pred) == 0.5                       # position 1 is ignored: it is -100 in y_true
+    assert token_accuracy(pred, gold) == pytest.approx(1 / 3)     # swapped, ids: every position scored
+    logits = torch.randn(1, 3, 4)
+    with pytest.raises(ValueError, match='y_true must be integer class ids.*gold ids first'):
+        token_accuracy(logits, gold)                               # logits as y_true: a float tensor
+    with pytest.raises(ValueError, match='gold ids first'): token_accuracy(logits.tolist(), gold.tolist())
+    assert token_accuracy(y_true=gold, y_pred=logits) == token_accuracy(gold, logits.argmax(-1))
 
 def test_perplexity():
     for loss in (0.0, 0.5, 2.3, 10.0):

@@ -11,7 +11,8 @@ from bert_book.masking import MLMCollator
 from bert_book.mlm import (compact_config, evaluate_mlm, fill_mask, fixed_eval_batches, pack_examples, pretrain_mlm,
                            tokenize_corpus, unigram_perplexity)
 from bert_book.tokenizer import train_wordpiece
-from bert_book.training import TrainingConfig
+from bert_book.heads import BertForMaskedLM
+from bert_book.training import History, Trained, TrainingConfig
 
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
 
@@ -77,8 +78,11 @@ def test_pretraining_beats_the_unigram_baseline(corpus, tok, pack):
     torch.manual_seed(0)
     training = TrainingConfig(num_epochs=3, batch_size=2 if pack else 16, lr=3e-3, progress=False, device='cpu',
                               group_by_length=True)
-    model, history = pretrain_mlm(corpus[:-60], tok, compact_config(tok.vocab_size, **TINY), training,
-                                  eval_texts=corpus[-60:], pack=pack)
+    trained = pretrain_mlm(corpus[:-60], corpus[-60:], tokenizer=tok, config=compact_config(tok.vocab_size, **TINY),
+                           training=training, pack=pack)
+    assert isinstance(trained, Trained) and isinstance(trained.history, History)
+    model, history = trained
+    assert model is trained.model and isinstance(model, BertForMaskedLM)
     ex = tokenize_corpus(corpus, tok)
     batches = fixed_eval_batches(tokenize_corpus(corpus[-60:], tok), MLMCollator.from_tokenizer(tok, seed=0))
     scores = evaluate_mlm(model, batches)
@@ -89,7 +93,18 @@ def test_pretraining_beats_the_unigram_baseline(corpus, tok, pack):
 
 def test_config_must_hold_the_vocabulary(corpus, tok):
     with pytest.raises(ValueError, match='smaller than the tokenizer'):
-        pretrain_mlm(corpus, tok, compact_config(10, **TINY), TrainingConfig(max_steps=1, progress=False))
+        pretrain_mlm(corpus, tokenizer=tok, config=compact_config(10, **TINY), training=TrainingConfig(max_steps=1, progress=False))
+
+
+def test_pretrain_mlm_shape_and_errors(corpus, tok):
+    "pretrain_mlm(train, dev=None, *, tokenizer=...): the tokenizer is a keyword, and it is required."
+    with pytest.raises(TypeError, match='needs tokenizer='): pretrain_mlm(corpus[:50])
+    with pytest.raises(TypeError, match='the second argument is the validation texts'): pretrain_mlm(corpus[:50], tok)
+    with pytest.raises(TypeError, match='positional'): pretrain_mlm(corpus[:50], None, tok)
+    with pytest.raises(TypeError, match=r'dev\[0\] is int'): pretrain_mlm(corpus[:50], [1], tokenizer=tok)
+    quick = TrainingConfig(max_steps=1, batch_size=4, progress=False, device='cpu')
+    model, history = pretrain_mlm(corpus[:40], tokenizer=tok, config=compact_config(tok.vocab_size, **TINY), training=quick)
+    assert history.eval and history.eval[-1]['step'] == 1      # dev=None: validated on a held-out part of train
 
 
 def test_fill_mask_output_and_errors(corpus, tok):

@@ -238,7 +238,7 @@ def trained():
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=96, max_position_embeddings=128)
     training = TrainingConfig(max_steps=80, batch_size=32, lr=3e-3, group_by_length=True, progress=False, device='cpu')
-    model, _ = train_ner(load_sample('train')[:800], load_sample('dev')[:50], tok, config=cfg, training=training)
+    model, _ = train_ner(load_sample('train')[:800], load_sample('dev')[:50], tokenizer=tok, config=cfg, training=training)
     return tok, model.eval()
 
 

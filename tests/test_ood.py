@@ -64,9 +64,10 @@ def test_ece_against_a_direct_computation():
     for b in range(10):
         inside = (conf >= b / 10) & (conf < (b + 1) / 10) if b < 9 else conf >= 0.9
         if inside.any(): ece += inside.double().mean() * abs((pred[inside] == labels[inside]).double().mean() - conf[inside].mean())
-    assert expected_calibration_error(probs, labels, 10) == pytest.approx(float(ece), abs=1e-12)
-    assert calibration_bins(probs, labels, 10)['count'].sum() == 1000
-    with pytest.raises(ValueError, match='n_bins'): calibration_bins(probs, labels, 0)
+    assert expected_calibration_error(labels, probs, 10) == pytest.approx(float(ece), abs=1e-12)
+    assert calibration_bins(labels, probs, 10)['count'].sum() == 1000
+    with pytest.raises(ValueError, match='n_bins'): calibration_bins(labels, probs, 0)
+    with pytest.raises(ValueError, match='true class ids come first'): expected_calibration_error(probs, labels)
 
 
 def test_temperature_undoes_a_sharpening():

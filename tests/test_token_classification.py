@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from bert_book.core import BertConfig, seed_everything
 from bert_book.data import TaggedSentence, convert_sentences, load_corpus, load_sample, toy_ner
 from bert_book.encoder import BertModel
-from bert_book.heads import BertForMaskedLM, IGNORE_INDEX
+from bert_book.heads import BertForMaskedLM, BertForTokenClassification, IGNORE_INDEX
 from bert_book.token_classification import (AGGREGATIONS, NERCollator, NERDataset, Truncation, aggregate_pieces,
                                             align_labels, balanced_class_weights, check_window, continuation_tags,
                                             encode_ner, evaluate_ner, focal_loss, forward_by_length, label_list_for,
@@ -22,7 +22,7 @@ from bert_book.token_classification import (AGGREGATIONS, NERCollator, NERDatase
                                             predict_word_probs, train_ner, truncate_ids, word_pieces,
                                             word_tags_from_labels)
 from bert_book.tokenizer import train_wordpiece
-from bert_book.training import TrainingConfig
+from bert_book.training import History, Trained, TrainingConfig
 
 SCHEME_PREFIXES = {'IOB1': 'BI', 'IOB2': 'BI', 'IOE1': 'IE', 'IOE2': 'IE', 'BIOES': 'BIES'}
 TYPES = ('PER', 'LOC', 'ORG')
@@ -331,7 +331,7 @@ def trained():
     train, dev = load_sample('train')[:600], load_sample('dev')[:80]
     training = TrainingConfig(max_steps=80, batch_size=32, lr=3e-3, eval_every=20, metric_for_best='f1',
                               group_by_length=True, progress=False, device='cpu')
-    model, history = train_ner(train, dev, tok, config=tiny_config(tok, ['O']), training=training)
+    model, history = train_ner(train, dev, tokenizer=tok, config=tiny_config(tok, ['O']), training=training)
     return tok, model, history, dev
 
 
@@ -382,19 +382,19 @@ def test_train_ner_options_and_errors():
     train, dev = toy_ner(), toy_ner()
     cfg = tiny_config(tok, ['O'], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     quick = TrainingConfig(max_steps=3, batch_size=4, lr=1e-3, progress=False, device='cpu')
-    plain, _ = train_ner(train, dev, tok, config=cfg, training=quick)
-    weighted, _ = train_ner(train, dev, tok, config=cfg, training=quick, class_weights='balanced')
-    focal, _ = train_ner(train, dev, tok, config=cfg, training=quick, focal_gamma=2.0)
+    plain, _ = train_ner(train, dev, tokenizer=tok, config=cfg, training=quick)
+    weighted, _ = train_ner(train, dev, tokenizer=tok, config=cfg, training=quick, class_weights='balanced')
+    focal, _ = train_ner(train, dev, tokenizer=tok, config=cfg, training=quick, focal_gamma=2.0)
     w = plain.classifier.weight
     assert not torch.allclose(w, weighted.classifier.weight) and not torch.allclose(w, focal.classifier.weight)
     with pytest.raises(ValueError, match="metric_for_best='bleu'"):
-        train_ner(train, dev, tok, config=cfg, training=TrainingConfig(metric_for_best='bleu', progress=False))
+        train_ner(train, dev, tokenizer=tok, config=cfg, training=TrainingConfig(metric_for_best='bleu', progress=False))
     with pytest.raises(ValueError, match=r'class_weights has shape \(3,\), expected \(7,\)'):
-        train_ner(train, dev, tok, config=cfg, training=quick, class_weights=[1.0, 2.0, 3.0])
+        train_ner(train, dev, tokenizer=tok, config=cfg, training=quick, class_weights=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="dev sentence 0: word 0 has the label 'B-DATE'"):
-        train_ner(train, [TaggedSentence(['Monday'], ['B-DATE'])], tok, config=cfg, training=quick)
+        train_ner(train, [TaggedSentence(['Monday'], ['B-DATE'])], tokenizer=tok, config=cfg, training=quick)
     with pytest.raises(TypeError, match='encoder must be a BertModel'):
-        train_ner(train, dev, tok, encoder=torch.nn.Linear(2, 2), training=quick)
+        train_ner(train, dev, tokenizer=tok, encoder=torch.nn.Linear(2, 2), training=quick)
 
 
 def test_train_ner_starts_from_the_encoder():
@@ -402,19 +402,63 @@ def test_train_ner_starts_from_the_encoder():
     seed_everything(1)
     mlm = BertForMaskedLM(tiny_config(tok, ['O']))
     frozen = TrainingConfig(max_steps=1, batch_size=4, lr=1e-12, progress=False, device='cpu', max_grad_norm=None)
-    model, _ = train_ner(toy_ner(), toy_ner(), tok, encoder=mlm, training=frozen)
+    model, _ = train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=mlm, training=frozen)
     ours, theirs = model.bert.state_dict(), mlm.bert.state_dict()
     assert ours.keys() == theirs.keys()
     assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-6
     assert model.config.hidden_size == mlm.config.hidden_size and model.config.num_labels == 7
-    model2, _ = train_ner(toy_ner(), toy_ner(), tok, encoder=mlm.bert, training=frozen)           # a BertModel also works
+    model2, _ = train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=mlm.bert, training=frozen)           # a BertModel also works
     assert torch.allclose(model2.bert.embeddings.word_embeddings.weight, mlm.bert.embeddings.word_embeddings.weight, atol=1e-6)
     pooled = BertModel(tiny_config(tok, ['O']))                                                   # its pooler is left behind
-    model3, _ = train_ner(toy_ner(), toy_ner(), tok, encoder=pooled, training=frozen)
+    model3, _ = train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=pooled, training=frozen)
     assert torch.allclose(model3.bert.encoder.layer[0].attention.self.query.weight,
                           pooled.encoder.layer[0].attention.self.query.weight, atol=1e-6)
     with pytest.raises(ValueError, match="the encoder's weights do not fit the config"):
-        train_ner(toy_ner(), toy_ner(), tok, encoder=mlm, config=tiny_config(tok, ['O'], hidden_size=16), training=frozen)
+        train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=mlm, config=tiny_config(tok, ['O'], hidden_size=16), training=frozen)
+
+
+def test_train_ner_returns_trained_and_takes_keywords():
+    "train_ner(train, dev, *, tokenizer=, encoder=, training=, ...) -> Trained(model, history)."
+    tok = tokenizer()
+    cfg = tiny_config(tok, ['O'])
+    quick = TrainingConfig(max_steps=2, batch_size=4, progress=False, device='cpu')
+    trained = train_ner(toy_ner(), toy_ner(), tokenizer=tok, config=cfg, training=quick)
+    assert isinstance(trained, Trained) and isinstance(trained, tuple) and len(trained) == 2
+    assert isinstance(trained.model, BertForTokenClassification) and isinstance(trained.history, History)
+    model, history = trained                                       # unpacks as before
+    assert model is trained.model and history is trained.history and history.eval
+    with pytest.raises(TypeError, match='positional'): train_ner(toy_ner(), toy_ner(), tok, config=cfg, training=quick)
+    with pytest.raises(TypeError, match='train_ner needs a tokenizer: pass tokenizer='):
+        train_ner(toy_ner(), toy_ner(), config=cfg, training=quick)
+    with pytest.raises(TypeError, match='train_ner needs a tokenizer'):
+        train_ner(toy_ner(), toy_ner(), encoder=BertModel(cfg), training=quick)   # a module brings no tokenizer
+    defaults = train_ner(toy_ner()[:4], toy_ner()[:2], tokenizer=tok, config=cfg,   # training=None: TrainingConfig()
+                         training=None).history
+    assert len(defaults.eval) == 1 and defaults.eval[0]['epoch'] == 1       # one epoch, evaluated at its end
+
+
+def test_train_ner_from_a_folder(tmp_path):
+    "encoder= a checkpoint folder: the encoder part of whatever it holds, and its tokenizer when none is given."
+    from bert_book.pretrained import save_pretrained
+    tok = tokenizer()
+    seed_everything(2)
+    mlm = BertForMaskedLM(tiny_config(tok, ['O']))
+    folder = save_pretrained(mlm, tok, tmp_path / 'mlm')
+    frozen = TrainingConfig(max_steps=1, batch_size=4, lr=1e-12, progress=False, device='cpu', max_grad_norm=None)
+    model, _ = train_ner(toy_ner(), toy_ner(), encoder=folder, training=frozen)    # the folder's tokenizer
+    ours, theirs = model.bert.state_dict(), mlm.bert.state_dict()
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-6
+    tagger_folder = save_pretrained(model, tok, tmp_path / 'tagger')             # a tagger: its encoder, a new head
+    again, _ = train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=str(tagger_folder), training=frozen,
+                         label_list=['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'B-MISC', 'I-MISC'])
+    assert again.config.num_labels == 9 and torch.allclose(again.bert.encoder.layer[1].output.dense.weight,
+                                                          mlm.bert.encoder.layer[1].output.dense.weight, atol=1e-6)
+    bare = tmp_path / 'no-tokenizer'
+    save_pretrained(mlm, None, bare)
+    with pytest.raises(FileNotFoundError, match='pass tokenizer='): train_ner(toy_ner(), toy_ner(), encoder=bare, training=frozen)
+    assert train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=bare, training=frozen).model.config.vocab_size == tok.vocab_size
+    with pytest.raises(FileNotFoundError, match='is not a folder'):
+        train_ner(toy_ner(), toy_ner(), tokenizer=tok, encoder=tmp_path / 'missing', training=frozen)
 
 
 def test_every_subword_labelling_refuses_average_and_max():
@@ -425,8 +469,8 @@ def test_every_subword_labelling_refuses_average_and_max():
     quick = TrainingConfig(max_steps=1, batch_size=4, lr=1e-3, progress=False, device='cpu')
     for agg in ('average', 'max'):
         with pytest.raises(ValueError, match='label_all_subwords=True.*first sub-word'):
-            train_ner(toy_ner(), toy_ner(), tok, config=cfg, training=quick, label_all_subwords=True, aggregation=agg)
-    model, _ = train_ner(toy_ner(), toy_ner(), tok, config=cfg, training=quick, label_all_subwords=True)
+            train_ner(toy_ner(), toy_ner(), tokenizer=tok, config=cfg, training=quick, label_all_subwords=True, aggregation=agg)
+    model, _ = train_ner(toy_ner(), toy_ner(), tokenizer=tok, config=cfg, training=quick, label_all_subwords=True)
     assert model.config.extra['label_all_subwords'] is True      # recorded, and saved with the config
     for agg in ('average', 'max'):
         with pytest.raises(ValueError, match='label_all_subwords'):

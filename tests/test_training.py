@@ -391,3 +391,53 @@ def test_ddp(tmp_path, monkeypatch):
     w0, w2 = (torch.load(tmp_path / f'w_dropout_{r}.pt', weights_only=True) for r in (0, 1))
     assert max_gap(w0, w2) == 0.0                                   # and the weights stay in sync
     for r in res: assert r['own_rng_restored']                      # each rank resumes its own dropout stream
+
+
+# ---- what every trainer takes and returns ---------------------------------------------------------------------------
+def test_trained_is_a_named_tuple():
+    from bert_book.training import History, Trained
+    model, history = Trained(torch.nn.Linear(2, 2), History(best_step=4))
+    assert Trained._fields == ('model', 'history') and history.best_step == 4 and isinstance(model, torch.nn.Linear)
+
+
+@pytest.mark.parametrize('name', ['train_ner', 'train_classifier', 'pretrain_mlm', 'distill'])
+def test_every_trainer_has_one_shape(name):
+    "Data first (the only positional arguments), then tokenizer=, encoder=, training= as keywords; a Trained back."
+    import inspect
+    import bert_book.compression, bert_book.classification, bert_book.mlm, bert_book.token_classification
+    fn = {'train_ner': bert_book.token_classification.train_ner, 'train_classifier': bert_book.classification.train_classifier,
+          'pretrain_mlm': bert_book.mlm.pretrain_mlm, 'distill': bert_book.compression.distill}[name]
+    params = inspect.signature(fn).parameters
+    positional = [p for p, v in params.items() if v.kind == v.POSITIONAL_OR_KEYWORD]
+    keywords = {p: v.default for p, v in params.items() if v.kind == v.KEYWORD_ONLY}
+    assert inspect.signature(fn).return_annotation == 'Trained'
+    assert keywords['training'] is None
+    if name == 'distill':          # two models and encoded data: a shape of its own (see its docstring)
+        assert positional == ['teacher', 'student', 'train_set', 'collate'] and 'eval_fn' in keywords
+        return
+    assert positional == ['train', 'dev']
+    assert keywords['tokenizer'] is None
+    if name != 'pretrain_mlm': assert keywords['encoder'] is None
+
+
+def test_start_from_reads_a_folder_with_the_registered_loader(tmp_path):
+    import bert_book                                   # the checkpoint chapter registers its loader
+    from bert_book.encoder import BertModel
+    from bert_book.pretrained import save_pretrained
+    from bert_book.tokenizer import train_wordpiece
+    from bert_book.training import start_from
+    tok = train_wordpiece(['a tiny corpus of words', 'and some more words'] * 5, vocab_size=60)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16, id2label={0: 'O', 1: 'B-X'})
+    seed_everything(0)
+    tagger = BertForTokenClassification(cfg)
+    folder = save_pretrained(tagger, tok, tmp_path / 'tagger')
+    encoder, folder_tok = start_from(folder, None, 'some_trainer')
+    assert type(encoder) is BertModel and folder_tok.get_vocab() == tok.get_vocab()
+    assert all(torch.equal(v, tagger.bert.state_dict()[k]) for k, v in encoder.state_dict().items())
+    mine = object()
+    assert start_from(str(folder), mine, 'some_trainer')[1] is mine     # a given tokenizer wins
+    module = torch.nn.Linear(2, 2)
+    assert start_from(module, mine, 'some_trainer') == (module, mine)
+    with pytest.raises(TypeError, match='some_trainer needs a tokenizer: pass tokenizer='): start_from(module, None, 'some_trainer')
+    with pytest.raises(FileNotFoundError, match='is not a folder'): start_from(tmp_path / 'nothing', mine, 'some_trainer')
