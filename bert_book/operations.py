@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .core import check_positive_int
-from .engine import Engine
+from .engine import METHODS, Engine
 from .service import Limits, _need, _http_protocol, _server_class, create_app
 
 _logger = logging.getLogger(__name__)
@@ -88,12 +88,6 @@ class _Operations:
     def __init__(self, app, *, state):
         self.app, self.ops = app, state
 
-    async def _answer(self, send, status: int, body: dict, headers=()):
-        data = json.dumps(body).encode()
-        await send({'type': 'http.response.start', 'status': status, 'headers': [
-            (b'content-type', b'application/json'), (b'content-length', str(len(data)).encode()), *headers]})
-        await send({'type': 'http.response.body', 'body': data})
-
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         ops, headers = self.ops, dict(scope['headers'])
@@ -112,8 +106,9 @@ class _Operations:
         try:
             if ops.api_key is not None and scope['path'] not in PROBES and \
                     not authorized(headers.get(b'authorization'), ops.api_key):
-                await self._answer(send_with_id, 401, {'detail': 'missing or wrong API key: send the header '
-                                   '"Authorization: Bearer <key>"'}, [(b'www-authenticate', b'Bearer')])
+                from starlette.responses import JSONResponse
+                refusal = {'detail': 'missing or wrong API key: send the header "Authorization: Bearer <key>"'}
+                await JSONResponse(refusal, 401, {'WWW-Authenticate': 'Bearer'})(scope, receive, send_with_id)
             else: await self.app(scope, receive, send_with_id)
         finally:
             ops.metrics.in_flight.dec()
@@ -138,9 +133,6 @@ class Operations:
             batcher.observers.append(self.metrics.batch.observe)
             self.metrics.queue.set_function(lambda: batcher.queue_depth)
 
-    @property
-    def ready(self) -> bool: return self.warmed and not self.draining
-
     def log(self, rid: str, method: str, route: str, status: int, seconds: float, texts: int, tokens: int):
         "One line per request: its id, route, status, latency, how many texts and tokens (never the texts)."
         if not access_log.isEnabledFor(logging.INFO): return
@@ -152,9 +144,8 @@ class Operations:
 
 def _warm(engine: Engine) -> None:
     "One small request through the model, so that the first real one does not pay for the first pass."
-    text = f"warm {engine.tokenizer.mask_token} up"
-    method = {'token-classification': 'encode', 'masked-lm': 'fill_mask', 'sequence-classification': 'classify'}
-    getattr(engine, method[engine.task])([text])
+    method = next(m for m, task in METHODS.items() if task == engine.task)   # encode, fill_mask or classify
+    getattr(engine, method)([f"warm {engine.tokenizer.mask_token} up"])
 
 def operate(app,                          # an app from `create_app`
             *,
@@ -234,6 +225,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.bind((host, port)); sock.listen(2048); sock.set_inheritable(True)
     return sock
 
+# %% ../nbs/14c_operations.ipynb 16
 def serve(folder: str | Path,           # the model folder
           host: str = '127.0.0.1',      # loopback by default: pass 0.0.0.0 to listen on every interface
           port: int = 8000,
