@@ -38,7 +38,7 @@ def pytest_configure(config):
 # the gaps at the end, instead of one worker running a long notebook alone while the other has finished. A file not
 # named keeps its place after these.
 LONGEST_FIRST = ('12_compression', '11_classification', '16_cli', '09_pretrained', '13_ood', '06a_mlm', 'test_serving',
-                 'test_fuzz', '08_token_classification', '06_training', '10_real_ner', 'test_operations', '14a_service', '14c_operations', '14_engine', '02_data',
+                 'test_fuzz', '08a_token_classification', '06_training', '10_real_ner', 'test_operations', '14a_service', '14c_operations', '14_engine', '02_data',
                  'test_training', '04_encoder', '15_demo', 'test_soak', 'test_crf', 'test_ner_pipeline', 'test_metrics',
                  '07_metrics', '05_heads', 'test_demo', 'test_install')
 

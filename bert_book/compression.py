@@ -18,7 +18,8 @@ from .core import check_texts
 from .encoder import encoder_of
 from .heads import IGNORE_INDEX, BertHeadOutput
 from .training import Trained, Trainer, TrainingConfig
-from .token_classification import NERCollator, encode_ner, evaluate_ner, length_sorted_chunks, pad_ids, truncate_ids
+from .alignment import NERCollator, encode_ner
+from .token_classification import evaluate_ner, length_sorted_chunks, pad_ids, truncate_ids
 from .pretrained import folder_task, load_model, save_pretrained
 from .tokenizer import BertTokenizer
 from .classification import ClassificationCollator, encode_texts, evaluate_classifier
@@ -473,7 +474,7 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
     history = trainer.fit()
     return Trained(student.eval(), history)
 
-# %% ../nbs/12_compression.ipynb 60
+# %% ../nbs/12_compression.ipynb 62
 def _dev_score(model, tokenizer, examples) -> tuple[str, float]:
     if type(model).__name__.endswith('SequenceClassification'):
         return 'accuracy', evaluate_classifier(model, tokenizer, examples)['accuracy']

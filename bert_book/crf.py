@@ -122,7 +122,7 @@ def _constrained(model, probs, scheme):
 
 register_decoder('constrained', _constrained)   # `decode='constrained'` in predict_ner, NERPipeline and the engine
 
-# %% ../nbs/10_real_ner.ipynb 19
+# %% ../nbs/10_real_ner.ipynb 21
 def pack(emissions: Tensor,   # (B, T, C) scores of every position
          mask: Tensor,        # (B, T) True at the positions that carry a tag (anywhere: first sub-words, say)
          tags: Tensor | None = None, # (B, T) tag ids (anything, -100 say, where mask is False)
@@ -225,7 +225,7 @@ def word_start_mask(word_ids: Sequence[Sequence[int | None]], # per sequence, th
             prev = w
     return mask
 
-# %% ../nbs/10_real_ner.ipynb 25
+# %% ../nbs/10_real_ner.ipynb 27
 class BertCRFForTokenClassification(BertForTokenClassification):
     """BERT with a linear tagger and a CRF on top: the linear layer gives each token's emission scores, the CRF scores
     whole tag sequences over the labelled positions (labels != -100: the first sub-words). The loss is the negative

@@ -4,21 +4,18 @@
 
 # %% ../nbs/02_data.ipynb 2
 from __future__ import annotations
-import gc, json, os, random
-from collections import Counter
+import gc, json, os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 # %% auto 0
-__all__ = ['SCHEMES', 'SCHEME_ALIASES', 'DOCSTART', 'VOCABULARY_FILE', 'AMBIGUITY', 'SAMPLE_LABELS', 'SAMPLE_FILES',
-           'SAMPLE_SIZES', 'SAMPLE_SEEDS', 'toy_corpus', 'TaggedSentence', 'toy_ner', 'Span', 'normalize_scheme',
-           'split_tag', 'tags_to_spans', 'spans_to_tags', 'tag_error', 'sequence_error', 'validate_tags',
-           'convert_tags', 'convert_sentences', 'read_conll', 'write_conll', 'read_jsonl', 'write_jsonl',
-           'iter_synthetic_ner', 'synthetic_ner', 'detokenize', 'synthetic_corpus', 'write_sample_data', 'sample_path',
+__all__ = ['SCHEMES', 'SCHEME_ALIASES', 'SCHEME_PREFIXES', 'TAG_PREFIXES', 'DOCSTART', 'SAMPLE_LABELS', 'SAMPLE_FILES',
+           'toy_corpus', 'TaggedSentence', 'toy_ner', 'Span', 'normalize_scheme', 'split_tag', 'tags_to_spans',
+           'spans_to_tags', 'tag_error', 'sequence_error', 'validate_tags', 'convert_tags', 'convert_sentences',
+           'gc_paused', 'read_conll', 'write_conll', 'read_jsonl', 'write_jsonl', 'detokenize', 'sample_path',
            'load_sample', 'load_corpus']
 
 # %% ../nbs/02_data.ipynb 6
@@ -65,7 +62,8 @@ def toy_ner() -> list[TaggedSentence]:
 # %% ../nbs/02_data.ipynb 12
 SCHEMES = ('IOB1', 'IOB2', 'IOE1', 'IOE2', 'BIOES')
 SCHEME_ALIASES = {'IOBES': 'BIOES', 'BIO': 'IOB2'}
-_PREFIXES = {'IOB1': ('I', 'B'), 'IOB2': ('B', 'I'), 'IOE1': ('I', 'E'), 'IOE2': ('I', 'E'), 'BIOES': ('B', 'I', 'E', 'S')}
+SCHEME_PREFIXES = {'IOB1': 'BI', 'IOB2': 'BI', 'IOE1': 'IE', 'IOE2': 'IE', 'BIOES': 'BIES'}  # what each scheme's tags start with
+TAG_PREFIXES = 'BIES'   # every prefix any scheme uses
 
 class Span(NamedTuple):
     "An entity: its type and the tokens `start` up to (not including) `end`."
@@ -138,9 +136,9 @@ def tag_error(tag: str, # the tag to check
     scheme = normalize_scheme(scheme)
     prefix, sep, label = tag.partition('-')
     if not sep or not label:
-        return f"tag {tag!r} is not a valid {scheme} tag: expected 'O' or PREFIX-TYPE with PREFIX in {'/'.join(_PREFIXES[scheme])}"
-    if prefix not in _PREFIXES[scheme]:
-        return f"tag {tag!r} is not a valid {scheme} tag: prefix {prefix!r} is not one of {'/'.join(_PREFIXES[scheme])}"
+        return f"tag {tag!r} is not a valid {scheme} tag: expected 'O' or PREFIX-TYPE with PREFIX in {'/'.join(SCHEME_PREFIXES[scheme])}"
+    if prefix not in SCHEME_PREFIXES[scheme]:
+        return f"tag {tag!r} is not a valid {scheme} tag: prefix {prefix!r} is not one of {'/'.join(SCHEME_PREFIXES[scheme])}"
     return None
 
 def sequence_error(tags: Sequence[str], # tags that each pass `tag_error`
@@ -206,7 +204,7 @@ def _check_sentence_tags(tags, line_of, path, scheme, strict, labels, good: set,
         good_seqs.add(key)
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
     "Pause the cyclic garbage collector while a reader builds millions of small lists (it would rescan them again and again)."
     was_enabled = gc.isenabled(); gc.disable()
     try: yield
@@ -251,7 +249,7 @@ def read_conll(path: str | os.PathLike, # a CoNLL column file
         sentences.append(TaggedSentence(tokens, tags, extra, doc_start))
         doc_start = False; rows.clear(); skipped.clear()
 
-    with open(path, encoding=encoding, newline='') as f, _gc_paused():
+    with open(path, encoding=encoding, newline='') as f, gc_paused():
         for lineno, line in enumerate(f, 1):
             parts = line.split() if sep is None else line.rstrip('\r\n').split(sep)
             if not parts or (sep is not None and not line.strip()):    # blank line: end of a sentence
@@ -343,7 +341,7 @@ def read_jsonl(path: str | os.PathLike, # a file with one {"tokens": [...], "tag
     if strict and scheme is None: raise ValueError("strict=True needs a scheme to check the tags against")
     labels = None if labels is None else set(labels)
     sentences, good = [], set()
-    with open(path, encoding=encoding) as f, _gc_paused():
+    with open(path, encoding=encoding) as f, gc_paused():
         for lineno, line in enumerate(f, 1):
             if not line.strip(): continue
             try: d = json.loads(line)
@@ -373,177 +371,10 @@ def write_jsonl(sentences: Iterable[TaggedSentence], # the sentences to write
     return path
 
 # %% ../nbs/02_data.ipynb 34
-VOCABULARY_FILE = 'synthetic_news.json'  # beside the modules, shipped as package data (settings.ini)
+SAMPLE_LABELS = ['O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC']
+SAMPLE_FILES = {'train': 'ner_train.conll', 'dev': 'ner_dev.conll', 'test': 'ner_test.conll', 'corpus': 'corpus.txt',
+                'readme': 'README.md'}
 
-_V = json.loads((resources.files('bert_book') / VOCABULARY_FILE).read_text(encoding='utf-8'))
-def _lists(group: str, *names: str) -> list[tuple[str, ...]]: return [tuple(_V[group][n]) for n in names]
-
-# people: given names, family names; the ambiguous ones are also places
-_FIRST, _LAST, _LAST_MULTI, _INITIALS, _AMBIG_FIRST, _AMBIG_LAST = _lists(
-    'people', 'first', 'last', 'last_multi', 'initials', 'ambiguous_first', 'ambiguous_last')
-# places
-_CITIES, _CITIES_MULTI, _COUNTRIES, _REGIONS, _AMBIG_PLACES, _AMBIG_COUNTRIES = _lists(
-    'places', 'cities', 'cities_multi', 'countries', 'regions', 'ambiguous', 'ambiguous_countries')
-# organisations
-_CLUBS, _COMPANIES, _BRAND_WORDS, _ORG_SUFFIXES, _CITY_COMPANY, _INSTITUTIONS, _CITY_INSTITUTIONS, _NEWS = _lists(
-    'organisations', 'clubs', 'companies', 'brand_words', 'brand_suffixes', 'city_company_suffixes', 'institutions',
-    'city_institutions', 'news')
-# miscellaneous names
-_NATIONALITIES, _EVENTS, _AWARDS, _PRODUCTS, _LANGUAGES = _lists(
-    'misc', 'nationalities', 'events', 'awards', 'products', 'languages')
-# sentences: the templates, the clauses put before and after them, and the first words a clause before leaves capitalised
-_TEMPLATES = tuple(_V['templates'])
-_BEFORE, _AFTER = _lists('clauses', 'before', 'after')
-_KEEP_CASE = set(_V['keep_case'])
-
-# %% ../nbs/02_data.ipynb 37
-AMBIGUITY = 0.15  # chance that a person or place slot draws one of the ambiguous names
-
-def _person(r: random.Random) -> str:
-    "A full name: given name(s), maybe an initial, a family name (some with particles)."
-    first = r.choice(_AMBIG_FIRST) if r.random() < AMBIGUITY else r.choice(_FIRST)
-    x = r.random()
-    last = r.choice(_LAST_MULTI) if x < 0.08 else r.choice(_AMBIG_LAST) if x < 0.08 + AMBIGUITY else r.choice(_LAST)
-    if r.random() < 0.06: return f'{first} {r.choice(_INITIALS)} {last}'
-    if r.random() < 0.04: return f'{first}-{r.choice(_FIRST)} {last}' if r.random() < 0.5 else f'{first} {r.choice(_FIRST)} {last}'
-    return f'{first} {last}'
-
-def _surname(r): return r.choice(_AMBIG_LAST) if r.random() < 2 * AMBIGUITY else r.choice(_LAST + _LAST_MULTI)
-def _city(r):
-    x = r.random()
-    return r.choice(_AMBIG_PLACES) if x < AMBIGUITY else r.choice(_CITIES_MULTI) if x < 0.35 else r.choice(_CITIES)
-def _country(r): return r.choice(_AMBIG_COUNTRIES) if r.random() < AMBIGUITY else r.choice(_COUNTRIES)
-def _place(r):
-    x = r.random()
-    return _city(r) if x < 0.5 else _country(r) if x < 0.8 else r.choice(_REGIONS)
-def _company(r):
-    x = r.random()
-    if x < 0.55: return r.choice(_COMPANIES)
-    if x < 0.8: return f'{r.choice(_BRAND_WORDS)} {r.choice(_ORG_SUFFIXES)}'
-    if x < 0.9: return f'{r.choice(_LAST)} & {r.choice(_LAST)}'
-    return f'{r.choice(_CITIES + _CITIES_MULTI)} {r.choice(_CITY_COMPANY)}'
-def _institution(r):
-    x = r.random()
-    if x < 0.7: return r.choice(_INSTITUTIONS)
-    return r.choice(_CITY_INSTITUTIONS).format(CITY=_city(r))
-def _organisation(r):
-    x = r.random()
-    return _company(r) if x < 0.45 else _institution(r) if x < 0.8 else r.choice(_CLUBS) if x < 0.9 else r.choice(_NEWS)
-
-_SLOTS = {  # slot -> (entity type, sampler)
-    'PER': ('PER', _person), 'SUR': ('PER', _surname), 'FIRST': ('PER', lambda r: r.choice(_FIRST + _AMBIG_FIRST)),
-    'LOC': ('LOC', _place), 'CITY': ('LOC', _city), 'COUNTRY': ('LOC', _country), 'REGION': ('LOC', lambda r: r.choice(_REGIONS)),
-    'CITY_UP': ('LOC', lambda r: _city(r).upper()),
-    'ORG': ('ORG', _organisation), 'COMPANY': ('ORG', _company), 'CLUB': ('ORG', lambda r: r.choice(_CLUBS)),
-    'INST': ('ORG', _institution), 'NEWS': ('ORG', lambda r: r.choice(_NEWS)),
-    'NAT': ('MISC', lambda r: r.choice(_NATIONALITIES)), 'EVENT': ('MISC', lambda r: r.choice(_EVENTS)),
-    'AWARD': ('MISC', lambda r: r.choice(_AWARDS)), 'PRODUCT': ('MISC', lambda r: r.choice(_PRODUCTS)),
-    'LANG': ('MISC', lambda r: r.choice(_LANGUAGES)),
-}
-@cache
-def _fillers_in(phrase: str) -> tuple[str, ...]: return tuple(k for k in _FILLERS if '{' + k + '}' in phrase)
-
-def _filled(phrase: str, r: random.Random) -> str:
-    "`phrase` with each filler in it ('{day}', '{amount}') drawn, in the order of `_FILLERS`."
-    if '{' not in phrase: return phrase
-    return phrase.format_map({k: _FILLERS[k](r) for k in _fillers_in(phrase)})
-
-def _pick(name: str):
-    "A filler drawing one of the vocabulary's phrases for `name`, then the fillers inside it ('$ {amount} million')."
-    phrases = tuple(_V['fillers'][name])
-    if not any('{' in p for p in phrases): return lambda r: r.choice(phrases)
-    return lambda r: _filled(r.choice(phrases), r)
-
-def _fill_then_pick(name: str):
-    "A filler filling every phrase for `name`, then drawing one: `when` draws in this order (the bundled sample did)."
-    phrases = tuple(_V['fillers'][name])
-    return lambda r: r.choice([_filled(p, r) for p in phrases])
-
-_FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbers here, words from the vocabulary
-    'day': _pick('day'), 'month': _pick('month'),
-    'year': lambda r: str(r.randint(1950, 2025)), 'num': lambda r: r.choice((str(r.randint(2, 99)), str(r.randint(100, 950)), f'{r.randint(1, 9)},{r.randint(0, 999):03d}')),
-    'age': lambda r: str(r.randint(19, 78)), 'years': lambda r: str(r.randint(2, 40)), 'pct': lambda r: f'{r.randint(0, 9)}.{r.randint(1, 9)}',
-    'temp': lambda r: str(r.randint(-15, 45)),
-    'score': lambda r: f'{r.randint(0, 4)}-{r.randint(0, 4)}', 'goals': lambda r: str(r.randint(0, 5)),
-    'money': _pick('money'), 'amount': _pick('amount'),
-    'date': lambda r: f'{r.randint(1996, 2025)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}',
-    'dur': _pick('dur'), 'when': _fill_then_pick('when'), 'job': _pick('job'), 'said': _pick('said'), 'poss': _pick('poss'),
-}
-
-# %% ../nbs/02_data.ipynb 39
-def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span]):
-    "Append the tokens (and entity spans) of one filled template."
-    for piece in template.split():
-        if piece.startswith('{') and piece.endswith('}') and piece[1:-1] in _SLOTS:
-            label, sample = _SLOTS[piece[1:-1]]
-            used = {' '.join(tokens[a:b]) for _, a, b in spans}
-            for _ in range(5):                                  # no "Liverpool beat Liverpool"
-                name = sample(r)
-                if name.removeprefix('the ') not in used: break
-            if name.startswith('the '):                         # "the Rhine": the article is not part of the name
-                name = name[4:]
-                if not tokens or tokens[-1].lower() != 'the': tokens.append('the')
-            words = name.split()
-            spans.append(Span(label, len(tokens), len(tokens) + len(words)))
-            tokens.extend(words)
-        elif '{' in piece:   # a filler (or several in one token)
-            tokens.extend(_filled(piece, r).split())
-        else: tokens.append(piece)
-
-_VOWELS = tuple('AEIOaeioÉÁé')  # 'a Ukrainian', 'a university': U is left out on purpose
-
-def _tidy(tokens: list[str], spans: list[Span]):
-    "Capitalise a sentence-initial plain word and turn 'a' into 'an' before a vowel."
-    inside = {i for _, a, b in spans for i in range(a, b)}
-    if tokens and 0 not in inside and tokens[0][:1].islower(): tokens[0] = tokens[0][:1].upper() + tokens[0][1:]
-    for i in range(len(tokens) - 1):
-        if tokens[i] in ('a', 'A') and i not in inside and tokens[i + 1].startswith(_VOWELS) \
-                and not tokens[i + 1].startswith(('one', 'Eu')): tokens[i] += 'n'   # 'a one-year', 'a European'
-
-def _one_sentence(r: random.Random, scheme: str) -> TaggedSentence:
-    "One synthetic sentence: a template, maybe with a clause before or after it."
-    template = r.choice(_TEMPLATES)
-    tokens, spans = [], []
-    clause = template.endswith(' .') and not template.startswith('{CITY_UP}')
-    if clause and r.random() < 0.15:
-        _fill(r.choice(_BEFORE), r, tokens, spans)
-        first = template.split()[0]
-        if not first.startswith('{') and first not in _KEEP_CASE: template = first.lower() + template[len(first):]
-    _fill(template, r, tokens, spans)
-    if clause and r.random() < 0.1 and tokens[-1] == '.':
-        tokens.pop()
-        _fill(r.choice(_AFTER) + ' .', r, tokens, spans)
-    _tidy(tokens, spans)
-    return TaggedSentence(tokens, spans_to_tags(spans, len(tokens), scheme))
-
-def iter_synthetic_ner(seed: int = 0, # the seed of the one random generator
-                       scheme: str = 'IOB2', # the tagging scheme of the tags
-                      ) -> Iterator[TaggedSentence]:
-    "An endless stream of synthetic tagged sentences (PER, ORG, LOC, MISC), the same for the same seed."
-    scheme, r = normalize_scheme(scheme), random.Random(seed)
-    while True: yield _one_sentence(r, scheme)
-
-def synthetic_ner(n_sentences: int, # how many sentences
-                  seed: int = 0, # the same seed gives the same sentences
-                  scheme: str = 'IOB2', # the tagging scheme of the tags
-                  unique: bool = False, # skip sentences already drawn (same tokens)
-                 ) -> list[TaggedSentence]:
-    "A synthetic NER corpus: `n_sentences` tagged news-like sentences with PER, ORG, LOC and MISC entities."
-    if not isinstance(n_sentences, int) or n_sentences < 0: raise ValueError(f"n_sentences must be a non-negative int, got {n_sentences!r}")
-    out, seen, tries = [], set(), 0
-    with _gc_paused():
-        for s in iter_synthetic_ner(seed, scheme):
-            if len(out) == n_sentences: break
-            tries += 1
-            if unique:
-                if tries > 20 * n_sentences + 1000: raise ValueError(f"could not draw {n_sentences} distinct sentences")
-                key = tuple(s.tokens)
-                if key in seen: continue
-                seen.add(key)
-            out.append(s)
-    return out
-
-# %% ../nbs/02_data.ipynb 42
 _NO_SPACE_BEFORE = {',', '.', ';', ':', '!', '?', "'s", ')', '%'}
 _NO_SPACE_AFTER = {'(', '$', '£'}
 
@@ -555,61 +386,7 @@ def detokenize(tokens: Sequence[str]) -> str:
         out.append(t)
     return ''.join(out)
 
-def synthetic_corpus(n_sentences: int, # how many lines
-                     seed: int = 1, # the same seed gives the same text
-                     exclude: Iterable[TaggedSentence] = (), # sentences that must not appear (e.g. an NER test set)
-                    ) -> list[str]:
-    "Synthetic plain-text sentences, one string each, in the vocabulary and style of `synthetic_ner`."
-    if not isinstance(n_sentences, int) or n_sentences < 0: raise ValueError(f"n_sentences must be a non-negative int, got {n_sentences!r}")
-    seen = {tuple(s.tokens) for s in exclude}
-    out = []
-    for s in iter_synthetic_ner(seed):
-        if len(out) == n_sentences: break
-        if tuple(s.tokens) in seen: continue
-        seen.add(tuple(s.tokens)); out.append(detokenize(s.tokens))
-    return out
-
-# %% ../nbs/02_data.ipynb 45
-SAMPLE_LABELS = ['O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC']
-SAMPLE_FILES = {'train': 'ner_train.conll', 'dev': 'ner_dev.conll', 'test': 'ner_test.conll', 'corpus': 'corpus.txt',
-                'readme': 'README.md'}
-SAMPLE_SIZES = {'train': 2000, 'dev': 300, 'test': 300, 'corpus': 8000}
-SAMPLE_SEEDS = {'ner': 0, 'corpus': 1}
-
-_SAMPLE_README = """# bert_book sample data — synthetic
-
-Everything in this folder is **synthetic**: machine-generated by `bert_book.data` from sentence templates and
-lists of names. The sentences are invented; they are not real news and describe no real events.
-
-- `ner_train.conll`, `ner_dev.conll`, `ner_test.conll`: {train} / {dev} / {test} tagged sentences in CoNLL format
-  (two space-separated columns: token, tag; a blank line after each sentence), IOB2 tags for PER, ORG, LOC and MISC.
-  Made by `synthetic_ner(..., seed={ner}, unique=True)`, split in that order; no sentence is in two splits.
-- `corpus.txt`: {corpus} sentences of synthetic plain text (one per line, UTF-8) for masked-language-model
-  pre-training, in the same vocabulary and style; made by `synthetic_corpus(..., seed={corpus_seed})`, with
-  every NER sentence excluded.
-
-Regenerate with `python -c "from bert_book.data import write_sample_data; write_sample_data('folder')"`.
-"""
-
-def write_sample_data(folder: str | os.PathLike, # where to write the files
-                      sizes: dict | None = None, # sentences per split: {'train', 'dev', 'test', 'corpus'}; default SAMPLE_SIZES
-                      seeds: dict | None = None, # {'ner': seed, 'corpus': seed}; default SAMPLE_SEEDS
-                     ) -> dict[str, Path]:
-    "Write the synthetic sample data (NER splits, corpus.txt, README.md) into `folder`; returns the paths."
-    sizes, seeds = {**SAMPLE_SIZES, **(sizes or {})}, {**SAMPLE_SEEDS, **(seeds or {})}
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    n = sizes['train'] + sizes['dev'] + sizes['test']
-    ner = synthetic_ner(n, seed=seeds['ner'], unique=True)
-    cuts = {'train': ner[:sizes['train']], 'dev': ner[sizes['train']:n - sizes['test']], 'test': ner[n - sizes['test']:]}
-    paths = {split: write_conll(sents, folder / SAMPLE_FILES[split]) for split, sents in cuts.items()}
-    lines = synthetic_corpus(sizes['corpus'], seed=seeds['corpus'], exclude=ner)
-    paths['corpus'] = folder / SAMPLE_FILES['corpus']
-    paths['corpus'].write_text(''.join(l + '\n' for l in lines), encoding='utf-8', newline='\n')
-    paths['readme'] = folder / SAMPLE_FILES['readme']
-    paths['readme'].write_text(_SAMPLE_README.format(**sizes, ner=seeds['ner'], corpus_seed=seeds['corpus']), encoding='utf-8', newline='\n')
-    return paths
-
-# %% ../nbs/02_data.ipynb 46
+# %% ../nbs/02_data.ipynb 35
 def sample_path(name: str = 'train', # 'train', 'dev', 'test', 'corpus', 'readme', or a file name in sample_data/
                ) -> Path:
     "The path of a file of the bundled synthetic sample data."

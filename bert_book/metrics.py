@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .data import SCHEME_PREFIXES, TAG_PREFIXES, normalize_scheme
+
 # %% auto 0
-__all__ = ['SCHEMES', 'token_accuracy', 'perplexity', 'Scheme', 'get_scheme', 'get_entities', 'get_entities_lenient',
+__all__ = ['SCHEME_RULES', 'token_accuracy', 'perplexity', 'Scheme', 'get_scheme', 'get_entities', 'get_entities_lenient',
            'UndefinedMetricWarning', 'corpus_entities', 'entity_scores', 'ner_scores', 'classification_report',
            'partial_match_counts', 'token_confusion_matrix', 'plot_confusion_matrix']
 
@@ -126,29 +128,26 @@ def _ioe_begins(prev, cur, same): return cur in 'IE' and not (prev == 'I' and sa
 def _bi_continue(prev, cur, same): return prev in 'BI' and cur == 'I' and same
 def _ie_continue(prev, cur, same): return prev == 'I' and cur in 'IE' and same
 
-SCHEMES = {
-    'IOB1': Scheme('IOB1', 'BI',
+SCHEME_RULES = {   # how each scheme of chapter 2 (`SCHEME_PREFIXES`) reads entities strictly
+    'IOB1': Scheme('IOB1', SCHEME_PREFIXES['IOB1'],
                    begins=lambda prev, cur, same: (cur == 'I' and not (prev == 'I' and same)) or (cur == 'B' and prev in 'BI' and same),
                    continues=_bi_continue,
                    closes=lambda last, nxt, same: not (last == 'B' and nxt == 'B' and not same)),
-    'IOB2': Scheme('IOB2', 'BI', begins=lambda prev, cur, same: cur == 'B', continues=_bi_continue,
+    'IOB2': Scheme('IOB2', SCHEME_PREFIXES['IOB2'], begins=lambda prev, cur, same: cur == 'B', continues=_bi_continue,
                    closes=lambda last, nxt, same: True),
-    'IOE1': Scheme('IOE1', 'IE', begins=_ioe_begins, continues=_ie_continue,
+    'IOE1': Scheme('IOE1', SCHEME_PREFIXES['IOE1'], begins=_ioe_begins, continues=_ie_continue,
                    closes=lambda last, nxt, same: last == 'I' or (nxt in 'IE' and same)),
-    'IOE2': Scheme('IOE2', 'IE', begins=_ioe_begins, continues=_ie_continue, closes=lambda last, nxt, same: last == 'E'),
-    'BIOES': Scheme('BIOES', 'BIES', begins=lambda prev, cur, same: cur in 'BS',
+    'IOE2': Scheme('IOE2', SCHEME_PREFIXES['IOE2'], begins=_ioe_begins, continues=_ie_continue, closes=lambda last, nxt, same: last == 'E'),
+    'BIOES': Scheme('BIOES', SCHEME_PREFIXES['BIOES'], begins=lambda prev, cur, same: cur in 'BS',
                     continues=lambda prev, cur, same: prev in 'BI' and cur in 'IE' and same,
                     closes=lambda last, nxt, same: last in 'ES'),
 }
-SCHEMES['IOBES'] = SCHEMES['BIOES']
-_ALL_PREFIXES = 'BIES'
 
 def get_scheme(scheme: str | Scheme) -> Scheme:
-    "The `Scheme` called `scheme` ('IOB1', 'IOB2', 'IOE1', 'IOE2', 'BIOES' or its alias 'IOBES'; any case)."
+    "The `Scheme` called `scheme` (one of chapter 2's `SCHEMES` or `SCHEME_ALIASES`, in any case)."
     if isinstance(scheme, Scheme): return scheme
-    if not isinstance(scheme, str) or scheme.upper() not in SCHEMES:
-        raise ValueError(f"unknown tagging scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
-    return SCHEMES[scheme.upper()]
+    if not isinstance(scheme, str): raise ValueError(f"unknown tagging scheme {scheme!r}; give its name, e.g. 'IOB2'")
+    return SCHEME_RULES[normalize_scheme(scheme)]
 
 def _parse_tag(tag, prefixes: str, scheme_name: str, where: str) -> tuple[str, str | None]:
     "(prefix, type) of one tag, or a ValueError that says where the tag is and what a tag should look like."
@@ -158,7 +157,7 @@ def _parse_tag(tag, prefixes: str, scheme_name: str, where: str) -> tuple[str, s
         if typ == typ.strip().strip('-'): return tag[0], typ
     allowed = ', '.join(f'{p}-' for p in prefixes)
     hint = ''
-    if isinstance(tag, str) and len(tag) > 2 and tag[0] in _ALL_PREFIXES and tag[1] == '-':
+    if isinstance(tag, str) and len(tag) > 2 and tag[0] in TAG_PREFIXES and tag[1] == '-':
         hint = f"; {tag[0]}- tags are not part of {scheme_name}: pass the scheme your tags use, e.g. scheme='BIOES'"
     raise ValueError(f"{where}: {tag!r} is not a valid {scheme_name} tag: expected 'O' or {allowed} followed by an entity type, "
                      f"like {prefixes[0]}-PER{hint}")
@@ -213,7 +212,7 @@ def get_entities_lenient(tags: Sequence[str], # one sentence's tags
                          scheme: str | None = None, # accept only this scheme's prefixes; None: any of B, I, E, S
                         ) -> list[tuple[str, int, int]]:
     "Entities as seqeval's default mode (conlleval) reads them: (type, start, end), end exclusive; any I- may start one."
-    prefixes, name = (_ALL_PREFIXES, 'BIOES') if scheme is None else (get_scheme(scheme).prefixes, get_scheme(scheme).name)
+    prefixes, name = (TAG_PREFIXES, 'BIOES') if scheme is None else (get_scheme(scheme).prefixes, get_scheme(scheme).name)
     return _read_lenient(_parse_tags(tags, prefixes, name, 'tags'))
 
 # %% ../nbs/07_metrics.ipynb 30
@@ -389,7 +388,7 @@ def partial_match_counts(y_true, # gold tags, list[list[str]]
 def _label_key(tag: str):
     "Sort key: 'O' first, then by entity type, then B, I, E, S."
     if tag == 'O': return (0, '', 0)
-    if len(tag) > 2 and tag[1] == '-' and tag[0] in _ALL_PREFIXES: return (1, tag[2:], _ALL_PREFIXES.index(tag[0]))
+    if len(tag) > 2 and tag[1] == '-' and tag[0] in TAG_PREFIXES: return (1, tag[2:], TAG_PREFIXES.index(tag[0]))
     return (2, tag, 0)
 
 def token_confusion_matrix(y_true, # gold tags, list[list[str]]

@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from bert_book.core import BertConfig
 from bert_book.datasets import (LabelledText, dedupe, installed_file, read_labelled_texts, rotten_tomatoes,
                                 rotten_tomatoes_plots, split_by_group, SENTIMENT_LABELS)
 from bert_book.classification import (ClassificationCollator, LoRALinear, add_lora, bow_terms, classification_scores,
@@ -17,6 +16,7 @@ from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.tokenizer import train_wordpiece
 from bert_book.heads import BertForSequenceClassification
 from bert_book.training import History, Trained, TrainingConfig
+from tiny import tiny_config
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
@@ -150,8 +150,7 @@ def tok():
 
 
 def tiny(tok, **kw):
-    return BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, **kw)
+    return tiny_config(tok.vocab_size, num_hidden_layers=2, max_position_embeddings=64, **kw)
 
 
 def test_encode_and_collate(tok):

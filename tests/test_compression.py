@@ -10,9 +10,8 @@ import transformers
 from bert_book.cli import main, ServeProcess
 from bert_book.compression import (quantize_int8, quantize_for_serving, encoder_linears, count_weights, file_size_mb,
                                    head_importance, heads_to_prune, prune_heads, magnitude_prune, sparsity,
-                                   shrink_layers, distillation_loss, distill, length_sorted_batches, real_tokens,
-                                   batch_logits, prune_folder, QUANTIZATIONS)
-from bert_book.classification import ClassificationCollator, encode_texts, new_classifier
+                                   shrink_layers, distillation_loss, distill, batch_logits, QUANTIZATIONS)
+from bert_book.classification import ClassificationCollator, encode_texts
 from bert_book.core import BertConfig, seed_everything
 from bert_book.datasets import LabelledText
 from bert_book.heads import BertForSequenceClassification, BertForTokenClassification
@@ -20,6 +19,7 @@ from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.engine import Engine
 from bert_book.tokenizer import BertTokenizer
 from bert_book.training import Trained, TrainingConfig
+from tiny import tiny_config
 
 TEXTS = ['A triumph of style.', 'Dull, and far too long.', 'The cast is wonderful and the story moves.',
          'I wanted to like it.', 'Nothing works here', 'One of the best films of the year, funny and warm.'] * 4
@@ -27,8 +27,8 @@ TEXTS = ['A triumph of style.', 'Dull, and far too long.', 'The cast is wonderfu
 
 def tiny(cls=BertForSequenceClassification, layers=2, heads=4, **kw):
     seed_everything(0)
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=64,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3, **kw)
+    cfg = tiny_config(120, num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=512,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3, **kw)
     return cls(cfg).eval()
 
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 torchcrf = importlib.import_module('torchcrf')
 httpx = importlib.import_module('httpx')
 
-from bert_book.core import BertConfig, seed_everything
+from bert_book.core import seed_everything
 from bert_book.crf import (CRF, BertCRFForTokenClassification, allowed_transitions, constrained_decode, grammar_scores,
                            labels_scheme, pack, viterbi, word_start_mask, has_crf)
 from bert_book.data import TaggedSentence, load_corpus, sequence_error
@@ -26,9 +26,11 @@ from bert_book.heads import BertForTokenClassification
 from bert_book.pretrained import folder_task, from_pretrained, load_model, save_pretrained, load_state_dict
 from bert_book.service import BackgroundServer, create_app, engine_info
 from bert_book.engine import Engine
-from bert_book.token_classification import NERPipeline, encode_ner, NERCollator, train_ner, predict_ner
+from bert_book.alignment import encode_ner, NERCollator
+from bert_book.token_classification import NERPipeline, train_ner, predict_ner
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import TrainingConfig
+from tiny import tiny_config
 
 IOB2 = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG']
 BIOES = ['O'] + [f'{p}-{t}' for t in ('PER', 'LOC') for p in 'BIES']
@@ -208,8 +210,7 @@ def tiny(tmp_path_factory):
     "A tokenizer, a tiny plain tagger and the same tagger with a CRF, saved as folders."
     root = tmp_path_factory.mktemp('crf')
     tok = train_wordpiece(load_corpus()[:1000], vocab_size=400, model_max_length=32)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32, id2label=dict(enumerate(IOB2)))
+    cfg = tiny_config(tok.vocab_size, labels=IOB2)
     seed_everything(0)
     plain = BertForTokenClassification(cfg).eval()
     crf = BertCRFForTokenClassification(cfg).eval()
@@ -281,8 +282,7 @@ def test_train_ner_with_crf_learns_its_transitions():
     tok = train_wordpiece(load_corpus()[:500], vocab_size=300)
     sents = [TaggedSentence(['Anna', 'Berg', 'lives', 'in', 'Oslo'], ['B-PER', 'I-PER', 'O', 'O', 'B-LOC']),
              TaggedSentence(['Oslo', 'is', 'cold'], ['B-LOC', 'O', 'O'])] * 8
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32)
+    cfg = tiny_config(tok.vocab_size)
     training = TrainingConfig(max_steps=12, batch_size=8, lr=1e-3, progress=False, metric_for_best='f1')
     seed_everything(0)
     model, history = train_ner(sents, sents[:2], tokenizer=tok, training=training, config=cfg, head=BertCRFForTokenClassification)

@@ -7,10 +7,11 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from bert_book.synthetic import synthetic_corpus, synthetic_ner, write_sample_data
 from bert_book.data import (SAMPLE_LABELS, SCHEMES, Span, TaggedSentence, convert_sentences, convert_tags,
                             detokenize, load_corpus, load_sample, read_conll, read_jsonl, sample_path,
-                            sequence_error, spans_to_tags, synthetic_corpus, synthetic_ner, tags_to_spans,
-                            toy_corpus, toy_ner, validate_tags, write_conll, write_jsonl, write_sample_data)
+                            sequence_error, spans_to_tags, tags_to_spans, toy_corpus, toy_ner, validate_tags,
+                            write_conll, write_jsonl)
 
 
 # ---- bad input: every error names the file and the line ------------------------------------------------------------

@@ -11,27 +11,19 @@ import json
 import os
 import random
 import socket
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 
 httpx = importlib.import_module('httpx')
 importlib.import_module('fastapi')
 
 from bert_book.cli import ServeProcess
-from bert_book.core import BertConfig, seed_everything
-from bert_book.data import load_corpus
-from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
-from bert_book.pretrained import save_pretrained
-from bert_book.tokenizer import train_wordpiece
 
 KEY = 'fuzz-key-7c1e'   # the server runs with an API key: everything below but the probes sends it
 ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'BERT_BOOK_API_KEY': KEY}
 AUTH = {'Authorization': f'Bearer {KEY}'}
-LABELS = ['O', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']
 TIMEOUT = 60            # seconds any one request may take: a hang fails the test instead of blocking the suite
 MAX_CHARS = 2000
 SEED = 1234
@@ -42,18 +34,6 @@ WEIRD_TEXTS = ['', ' ', '\t\n\r ', '\x00', 'a\x00b', '\x1b[31mred\x1b[0m', '\x7f
                '😀', '👩🏽‍🔬 met 🇫🇷 in Paris', 'שלום עולם', 'مرحبا بالعالم', '\u202eevil\u202c', '東京で会議があった。',
                '한국어 텍스트', 'Z̸̢͉a̴l̶g̷o̵', 'x' * MAX_CHARS, 'word ' * (MAX_CHARS // 5), '[MASK]', '[CLS] [SEP] [PAD]',
                'The [MASK] fell in [MASK].', '😀 [MASK] 東京']
-
-
-def tiny_folders(root):
-    tok = train_wordpiece(load_corpus()[:2000], vocab_size=600, model_max_length=32)
-    cfg = dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=64, max_position_embeddings=32)
-    seed_everything(0)
-    tagger = BertForTokenClassification(BertConfig(**cfg, id2label=dict(enumerate(LABELS)))).eval()
-    mlm = BertForMaskedLM(BertConfig(**cfg)).eval()
-    classifier = BertForSequenceClassification(BertConfig(**cfg, id2label={0: 'negative', 1: 'positive'})).eval()
-    return {'tagger': save_pretrained(tagger, tok, root / 'tagger'), 'mlm': save_pretrained(mlm, tok, root / 'mlm'),
-            'classifier': save_pretrained(classifier, tok, root / 'classifier')}
 
 
 @pytest.fixture(scope='module', params=['tagger', 'mlm', 'classifier'])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bert_book.metrics import (SCHEMES, UndefinedMetricWarning, classification_report, corpus_entities, entity_scores,
+from bert_book.metrics import (SCHEME_RULES, UndefinedMetricWarning, classification_report, corpus_entities, entity_scores,
                                get_entities, get_entities_lenient, get_scheme, ner_scores, partial_match_counts,
                                perplexity, plot_confusion_matrix, token_accuracy, token_confusion_matrix)
 
@@ -147,7 +147,7 @@ def test_iobes_alias_and_end_is_exclusive():
     assert get_entities(tags, 'IOBES') == get_entities(tags, 'bioes') == [('PER', 0, 2), ('LOC', 3, 4)]
     words = ['Ada', 'Lovelace', 'in', 'London']
     assert [' '.join(words[s:e]) for _, s, e in get_entities(tags, 'BIOES')] == ['Ada Lovelace', 'London']
-    assert SCHEMES['IOBES'] is SCHEMES['BIOES']
+    assert get_scheme('IOBES') is SCHEME_RULES['BIOES']
 
 def encode(spans, n, scheme):
     "Tags of a sentence of `n` words with non-overlapping typed `spans` (type, start, end) written in `scheme`."

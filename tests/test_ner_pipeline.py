@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from bert_book.core import BertConfig
 from bert_book.data import detokenize, load_corpus, load_sample
 from bert_book.heads import BertForTokenClassification
-from bert_book.token_classification import (NERPipeline, label_list_for, plan_windows, predict_word_probs, split_words,
-                                            train_ner, word_pieces)
+from bert_book.alignment import label_list_for, word_pieces
+from bert_book.token_classification import (NERPipeline, plan_windows, predict_word_probs, split_words,
+                                            train_ner)
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import TrainingConfig
 

@@ -2,7 +2,7 @@
 known cases, the shifted-text readers on a user's files and on broken ones, and the guard: saved beside a model, bound
 to its weights, loaded by the engine, applied by `POST /v1/classify` and reported by `/v1/model`, fitted by
 `bert-book fit-guard`; every way a guard file can be wrong gets an error that says what."""
-import bz2, csv, importlib, json, math, os, shutil, subprocess, sys
+import bz2, csv, importlib, json, os, shutil, subprocess, sys
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from bert_book.pretrained import from_pretrained, save_pretrained
 from bert_book.engine import Engine
 from bert_book.service import create_app, BackgroundServer, Limits
 from bert_book.tokenizer import BertTokenizer
+import tiny
 
 httpx = importlib.import_module('httpx')
 ENV = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
@@ -202,12 +203,8 @@ def test_guard_errors(folder, tiny_folders, tmp_path):
 
 
 def _three_class(tmp_path, folder):
-    from bert_book.heads import BertForSequenceClassification
-    from bert_book.core import BertConfig
-    tok = BertTokenizer.from_pretrained(folder)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=32, id2label={0: 'a', 1: 'b', 2: 'c'})
-    return save_pretrained(BertForSequenceClassification(cfg), tok, tmp_path / 'three')
+    return tiny.tiny_folder(tmp_path, 'classifier', tokenizer=BertTokenizer.from_pretrained(folder), labels=('a', 'b', 'c'),
+                            name='three')
 
 
 def test_fit_guard_command(folder, tmp_path, capsys):

@@ -2,7 +2,7 @@
 stored output (a temporary folder, the virtualenv's path, this checkout's path, tqdm's IProgress warning, a frozen
 progress widget), names the notebook and cell, and repairs them without losing the rest. (That the book itself passes is `make
 export-check`.)"""
-import importlib.util, json, sys
+import importlib.util, json
 from pathlib import Path
 
 import pytest

@@ -10,10 +10,11 @@ import torch
 from bert_book.core import BertConfig
 from bert_book.data import load_corpus
 from bert_book.encoder import BertModel
-from bert_book.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
+from bert_book.heads import BertForMaskedLM, BertForTokenClassification
 from bert_book.pretrained import (TASKS, LoadingInfo, align_keys, encode_sentences, find_weights, from_pretrained,
                                   load_config, load_state_dict, mean_pool, save_pretrained)
 from bert_book.tokenizer import BertTokenizer, train_wordpiece
+from tiny import tiny_config
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
@@ -48,8 +49,8 @@ def small_tokenizer():
 
 @pytest.fixture(scope='module')
 def small_config(small_tokenizer):
-    return BertConfig(vocab_size=small_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=48, max_position_embeddings=64, id2label={0: 'O', 1: 'B-PER', 2: 'I-PER'})
+    return tiny_config(small_tokenizer.vocab_size, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                       max_position_embeddings=64, labels=('O', 'B-PER', 'I-PER'))
 
 
 def nudged(model, seed=0):

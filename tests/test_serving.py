@@ -29,6 +29,7 @@ from bert_book.service import BackgroundServer, Limits, MicroBatcher, create_app
 from bert_book.engine import Engine
 from bert_book.token_classification import NERPipeline
 from bert_book.tokenizer import train_wordpiece
+import tiny
 
 LABELS = ['O', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER']
 MAX_LENGTH = 32
@@ -38,8 +39,7 @@ TEXTS = ['Angela Merkel met Emmanuel Macron in Paris on Monday.', 'Dr. Zoë Mül
 
 
 def tiny_config(vocab_size: int, **kw) -> BertConfig:
-    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=MAX_LENGTH, **kw)
+    return tiny.tiny_config(vocab_size, num_hidden_layers=2, max_position_embeddings=MAX_LENGTH, **kw)
 
 
 @pytest.fixture(scope='session')

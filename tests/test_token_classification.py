@@ -2,7 +2,6 @@
 scheme), truncation between words, padding, windows, the class-weighted and focal losses, word-level scores equal
 seqeval's, and `train_ner` keeping the best checkpoint. seqeval is a test-only dependency."""
 import importlib
-import math
 import warnings
 from functools import lru_cache
 
@@ -15,14 +14,16 @@ from bert_book.core import BertConfig, seed_everything
 from bert_book.data import TaggedSentence, convert_sentences, load_corpus, load_sample, toy_ner
 from bert_book.encoder import BertModel
 from bert_book.heads import BertForMaskedLM, BertForTokenClassification, IGNORE_INDEX
-from bert_book.token_classification import (AGGREGATIONS, NERCollator, NERDataset, Truncation, aggregate_pieces,
-                                            align_labels, balanced_class_weights, check_window, continuation_tags,
-                                            encode_ner, evaluate_ner, focal_loss, forward_by_length, label_list_for,
-                                            length_sorted_chunks, merge_piece_tags, ner_loss, plan_windows, predict_ner,
-                                            predict_word_probs, train_ner, truncate_ids, word_pieces,
-                                            word_tags_from_labels)
+from bert_book.alignment import (NERCollator, NERDataset, Truncation, align_labels, continuation_tags,
+                                 encode_ner, label_list_for, merge_piece_tags, word_pieces,
+                                 word_tags_from_labels)
+from bert_book.token_classification import (AGGREGATIONS, aggregate_pieces, balanced_class_weights,
+                                            check_window, evaluate_ner, focal_loss, forward_by_length,
+                                            length_sorted_chunks, ner_loss, plan_windows, predict_ner,
+                                            predict_word_probs, train_ner, truncate_ids)
 from bert_book.tokenizer import train_wordpiece
 from bert_book.training import History, Trained, TrainingConfig
+import tiny
 
 SCHEME_PREFIXES = {'IOB1': 'BI', 'IOB2': 'BI', 'IOE1': 'IE', 'IOE2': 'IE', 'BIOES': 'BIES'}
 TYPES = ('PER', 'LOC', 'ORG')
@@ -320,8 +321,7 @@ def test_balanced_class_weights():
 # ---- prediction and scores at the level of words --------------------------------------------------------------------
 
 def tiny_config(tok, labels, **kw):
-    return BertConfig(**{**dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=64, id2label=dict(enumerate(labels))), **kw})
+    return tiny.tiny_config(tok.vocab_size, labels=labels, **{'num_hidden_layers': 2, 'max_position_embeddings': 64, **kw})
 
 
 @pytest.fixture(scope='module')

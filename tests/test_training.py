@@ -8,6 +8,7 @@ import torch
 from bert_book.core import BertConfig, seed_everything
 from bert_book.heads import BertForTokenClassification
 from bert_book.training import Trainer, TrainingConfig, batch_schedule, lr_lambda
+from tiny import tiny_config
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=32, num_labels=4)
@@ -427,8 +428,7 @@ def test_start_from_reads_a_folder_with_the_registered_loader(tmp_path):
     from bert_book.tokenizer import train_wordpiece
     from bert_book.training import start_from
     tok = train_wordpiece(['a tiny corpus of words', 'and some more words'] * 5, vocab_size=60)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16, id2label={0: 'O', 1: 'B-X'})
+    cfg = tiny_config(tok.vocab_size, hidden_size=16, intermediate_size=32, max_position_embeddings=16, labels=('O', 'B-X'))
     seed_everything(0)
     tagger = BertForTokenClassification(cfg)
     folder = save_pretrained(tagger, tok, tmp_path / 'tagger')

@@ -11,7 +11,6 @@ hypothesis = pytest.importorskip('hypothesis')
 from hypothesis import given, settings, strategies as st
 
 from bert_book.core import BertConfig
-from bert_book.encoder import BertModel
 from bert_book.heads import BertForSequenceClassification
 
 with warnings.catch_warnings():
