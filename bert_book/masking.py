@@ -12,6 +12,7 @@ from numbers import Integral
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import check_positive_int
 
@@ -221,7 +222,7 @@ def _choose_words(scores: torch.Tensor, # (..., T) uniform draws in [0, 1)
     if chosen_words.numel() == 0: return torch.zeros_like(candidates)
     return (words >= 0) & chosen_words[word_no].reshape(words.shape)
 
-# %% ../nbs/03_masking.ipynb 46
+# %% ../nbs/03_masking.ipynb 47
 def _as_1d_ids(x, # a list or tuple of ints, a 1-D integer tensor or NumPy array
                what: str, # what it is, for messages
               ) -> torch.Tensor:
@@ -258,6 +259,7 @@ def _stack(rows: Sequence[list], # one list of ints per example
     for i, r in enumerate(rows): _as_1d_ids(r, f'example {i}: {name}')            # find the bad example and name it
     raise ValueError(f"{name} must hold integers")
 
+# %% ../nbs/03_masking.ipynb 49
 class MLMCollator:
     "A DataLoader's `collate_fn` for masked language modelling: pads each batch and masks it anew on every call."
     def __init__(self, *,
@@ -293,95 +295,6 @@ class MLMCollator:
         self.seed, self.fixed_seed, self._worker, self.rank = int(seed), fixed_seed, None, 0
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    @classmethod
-    def from_tokenizer(cls, tokenizer, # any object with transformers' names: pad_token_id, mask_token_id, vocab_size, all_special_ids
-                       **kwargs, # the collator's other arguments (mlm_probability, whole_word_mask, seed, ...)
-                      ) -> 'MLMCollator':
-        "A collator with `tokenizer`'s [PAD] and [MASK] ids, vocabulary size (added tokens included) and special ids."
-        need = ('pad_token_id', 'mask_token_id', 'vocab_size', 'all_special_ids')
-        missing = [a for a in need if not hasattr(tokenizer, a)]
-        if missing: raise ValueError(f"{type(tokenizer).__name__} has no {', '.join(missing)}: from_tokenizer needs {', '.join(need)}")
-        for name in ('pad_token_id', 'mask_token_id'):
-            if getattr(tokenizer, name) is None: raise ValueError(f"the tokenizer has no {name[:-9]} token ({name} is None)")
-        vocab_size = max(tokenizer.vocab_size, len(tokenizer)) if hasattr(tokenizer, '__len__') else tokenizer.vocab_size
-        return cls(**{**dict(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
-                             vocab_size=vocab_size, special_token_ids=list(tokenizer.all_special_ids)), **kwargs})
-
-    def with_seed(self, seed: int, # the seed to mask every batch with
-                 ) -> 'MLMCollator':
-        "A copy that re-seeds its own generator with `seed` before every call: a batch is masked the same way every time."
-        if not isinstance(seed, Integral) or isinstance(seed, bool): raise ValueError(f"seed must be an int, got {seed!r}")
-        other = copy.copy(self)
-        other.fixed_seed, other.generator = int(seed), torch.Generator().manual_seed(int(seed))
-        return other
-
-    def _stream_seed(self) -> int:
-        "The seed of this process's stream: `seed` on rank 0, a distant one on every other rank."
-        return (self.seed + self.rank * 0x9E3779B97F4A7C15) % 2**63
-
-    def set_rank(self, rank: int, # this process's rank in a distributed run (torch.distributed.get_rank())
-                ) -> 'MLMCollator':
-        """Give process `rank` masks of its own: re-seed the generator with a stream for that rank (rank 0 keeps `seed`).
-        Without it every process of a DDP run, holding the same seed, draws the same masks for same-shaped batches.
-        The Trainer calls this; a fixed-seed (evaluation) collator keeps its one mask."""
-        if isinstance(rank, bool) or not isinstance(rank, Integral) or rank < 0: raise ValueError(f"rank must be an int >= 0, got {rank!r}")
-        if int(rank) != self.rank:
-            self.rank = int(rank)
-            if self.fixed_seed is None: self.generator.manual_seed(self._stream_seed())
-        return self
-
-    def _fields(self, ex, # a list/tensor of ids, or a dict with input_ids (and token_type_ids, word_ids)
-                i: int, # its place in the batch, for messages
-               ) -> tuple[list, list | None, list | None]:
-        "One example's ids, token types and word ids as lists (None where absent or not needed), lengths checked."
-        if isinstance(ex, Mapping):
-            if 'input_ids' not in ex: raise ValueError(f"example {i} has no 'input_ids' (its keys: {sorted(ex)})")
-            ids, types, words = ex['input_ids'], ex.get('token_type_ids'), ex.get('word_ids')
-        else: ids, types, words = ex, None, None
-        ids = _as_list(ids, f'example {i}: input_ids')
-        n = len(ids)
-        if n == 0: raise ValueError(f"example {i} is empty")
-        if self.max_length is not None and n > self.max_length:
-            raise ValueError(f"example {i} has {n} tokens, more than max_length={self.max_length}; split it when tokenizing")
-        if types is not None:
-            types = _as_list(types, f'example {i}: token_type_ids')
-            if len(types) != n: raise ValueError(f"example {i}: token_type_ids has {len(types)} entries but input_ids has {n}")
-        if not self.whole_word_mask: return ids, types, None
-        if words is None: raise ValueError(f"example {i} has no 'word_ids', which whole_word_mask=True needs")
-        words = [-1 if w is None else w for w in _as_list(words, f'example {i}: word_ids')]
-        if len(words) != n: raise ValueError(f"example {i}: word_ids has {len(words)} entries but input_ids has {n}")
-        return ids, types, words
-
-    def pad(self, examples: Sequence, # the examples of one batch
-           ) -> dict[str, torch.Tensor]:
-        "Pad `examples` to the longest (rounded up to `pad_to_multiple_of`), without masking; `word_ids` too for whole words."
-        if isinstance(examples, (Mapping, torch.Tensor)) or not isinstance(examples, Sequence):
-            raise ValueError(f"examples must be a list of examples, got {type(examples).__name__}")
-        if not examples: raise ValueError("cannot collate an empty list of examples")
-        ids, types, words = zip(*(self._fields(ex, i) for i, ex in enumerate(examples)))
-        lengths = torch.tensor([len(r) for r in ids])                          # (B,)
-        T = int(lengths.max())
-        if self.pad_to_multiple_of: T = -(-T // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        if self.max_length is not None: T = min(T, self.max_length)   # rounding up never passes max_length
-        real = torch.arange(T) < lengths[:, None]                              # (B, T) True on tokens, False on padding
-        batch = {'input_ids': _stack(ids, real, self.pad_token_id, 'input_ids'), 'attention_mask': real.long(),
-                 'token_type_ids': torch.zeros(real.shape, dtype=torch.long) if all(t is None for t in types) else
-                                   _stack([[0] * len(r) if t is None else t for r, t in zip(ids, types)], real, 0, 'token_type_ids')}
-        bad = (batch['input_ids'] < 0) | (batch['input_ids'] >= self.vocab_size)    # (B, T)
-        if bad.any():
-            b, t = bad.nonzero()[0].tolist()
-            raise ValueError(f"example {b}: id {batch['input_ids'][b, t].item()} is outside the vocabulary (ids 0..{self.vocab_size - 1})")
-        if self.whole_word_mask: batch['word_ids'] = _stack(words, real, -1, 'word_ids')
-        return batch
-
-    def _reseed(self) -> None:
-        "Fixed mask: re-seed before every call. In a DataLoader worker: seed once from the worker's own seed."
-        if self.fixed_seed is not None: self.generator.manual_seed(self.fixed_seed); return
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker != (info.id, info.seed):
-            self._worker = (info.id, info.seed)
-            self.generator.manual_seed((info.seed + self._stream_seed()) % 2**63)
-
     def __call__(self, examples: Sequence, # the examples of one batch, as the DataLoader hands them over
                 ) -> dict[str, torch.Tensor]:
         "A padded, masked batch: `input_ids, attention_mask, token_type_ids, labels`, each (B, T) of torch.long."
@@ -400,3 +313,102 @@ class MLMCollator:
                 f"whole_word_mask={self.whole_word_mask}, exact={self.exact}, pad_to_multiple_of={self.pad_to_multiple_of}, "
                 f"max_length={self.max_length}, seed={self.seed}, fixed_seed={self.fixed_seed}, vocab_size={self.vocab_size}, "
                 f"special_token_ids={list(self.special_token_ids)})")
+
+# %% ../nbs/03_masking.ipynb 51
+@patch(cls_method=True)
+def from_tokenizer(cls: MLMCollator, tokenizer, # any object with transformers' names: pad_token_id, mask_token_id, vocab_size, all_special_ids
+                   **kwargs, # the collator's other arguments (mlm_probability, whole_word_mask, seed, ...)
+                  ) -> 'MLMCollator':
+    "A collator with `tokenizer`'s [PAD] and [MASK] ids, vocabulary size (added tokens included) and special ids."
+    need = ('pad_token_id', 'mask_token_id', 'vocab_size', 'all_special_ids')
+    missing = [a for a in need if not hasattr(tokenizer, a)]
+    if missing: raise ValueError(f"{type(tokenizer).__name__} has no {', '.join(missing)}: from_tokenizer needs {', '.join(need)}")
+    for name in ('pad_token_id', 'mask_token_id'):
+        if getattr(tokenizer, name) is None: raise ValueError(f"the tokenizer has no {name[:-9]} token ({name} is None)")
+    vocab_size = max(tokenizer.vocab_size, len(tokenizer)) if hasattr(tokenizer, '__len__') else tokenizer.vocab_size
+    return cls(**{**dict(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
+                         vocab_size=vocab_size, special_token_ids=list(tokenizer.all_special_ids)), **kwargs})
+
+@patch
+def with_seed(self: MLMCollator, seed: int, # the seed to mask every batch with
+             ) -> 'MLMCollator':
+    "A copy that re-seeds its own generator with `seed` before every call: a batch is masked the same way every time."
+    if not isinstance(seed, Integral) or isinstance(seed, bool): raise ValueError(f"seed must be an int, got {seed!r}")
+    other = copy.copy(self)
+    other.fixed_seed, other.generator = int(seed), torch.Generator().manual_seed(int(seed))
+    return other
+
+# %% ../nbs/03_masking.ipynb 53
+@patch
+def _fields(self: MLMCollator, ex, # a list/tensor of ids, or a dict with input_ids (and token_type_ids, word_ids)
+            i: int, # its place in the batch, for messages
+           ) -> tuple[list, list | None, list | None]:
+    "One example's ids, token types and word ids as lists (None where absent or not needed), lengths checked."
+    if isinstance(ex, Mapping):
+        if 'input_ids' not in ex: raise ValueError(f"example {i} has no 'input_ids' (its keys: {sorted(ex)})")
+        ids, types, words = ex['input_ids'], ex.get('token_type_ids'), ex.get('word_ids')
+    else: ids, types, words = ex, None, None
+    ids = _as_list(ids, f'example {i}: input_ids')
+    n = len(ids)
+    if n == 0: raise ValueError(f"example {i} is empty")
+    if self.max_length is not None and n > self.max_length:
+        raise ValueError(f"example {i} has {n} tokens, more than max_length={self.max_length}; split it when tokenizing")
+    if types is not None:
+        types = _as_list(types, f'example {i}: token_type_ids')
+        if len(types) != n: raise ValueError(f"example {i}: token_type_ids has {len(types)} entries but input_ids has {n}")
+    if not self.whole_word_mask: return ids, types, None
+    if words is None: raise ValueError(f"example {i} has no 'word_ids', which whole_word_mask=True needs")
+    words = [-1 if w is None else w for w in _as_list(words, f'example {i}: word_ids')]
+    if len(words) != n: raise ValueError(f"example {i}: word_ids has {len(words)} entries but input_ids has {n}")
+    return ids, types, words
+
+@patch
+def pad(self: MLMCollator, examples: Sequence, # the examples of one batch
+       ) -> dict[str, torch.Tensor]:
+    "Pad `examples` to the longest (rounded up to `pad_to_multiple_of`), without masking; `word_ids` too for whole words."
+    if isinstance(examples, (Mapping, torch.Tensor)) or not isinstance(examples, Sequence):
+        raise ValueError(f"examples must be a list of examples, got {type(examples).__name__}")
+    if not examples: raise ValueError("cannot collate an empty list of examples")
+    ids, types, words = zip(*(self._fields(ex, i) for i, ex in enumerate(examples)))
+    lengths = torch.tensor([len(r) for r in ids])                          # (B,)
+    T = int(lengths.max())
+    if self.pad_to_multiple_of: T = -(-T // self.pad_to_multiple_of) * self.pad_to_multiple_of
+    if self.max_length is not None: T = min(T, self.max_length)   # rounding up never passes max_length
+    real = torch.arange(T) < lengths[:, None]                              # (B, T) True on tokens, False on padding
+    batch = {'input_ids': _stack(ids, real, self.pad_token_id, 'input_ids'), 'attention_mask': real.long(),
+             'token_type_ids': torch.zeros(real.shape, dtype=torch.long) if all(t is None for t in types) else
+                               _stack([[0] * len(r) if t is None else t for r, t in zip(ids, types)], real, 0, 'token_type_ids')}
+    bad = (batch['input_ids'] < 0) | (batch['input_ids'] >= self.vocab_size)    # (B, T)
+    if bad.any():
+        b, t = bad.nonzero()[0].tolist()
+        raise ValueError(f"example {b}: id {batch['input_ids'][b, t].item()} is outside the vocabulary (ids 0..{self.vocab_size - 1})")
+    if self.whole_word_mask: batch['word_ids'] = _stack(words, real, -1, 'word_ids')
+    return batch
+
+# %% ../nbs/03_masking.ipynb 55
+@patch
+def _stream_seed(self: MLMCollator) -> int:
+    "The seed of this process's stream: `seed` on rank 0, a distant one on every other rank."
+    return (self.seed + self.rank * 0x9E3779B97F4A7C15) % 2**63
+
+@patch
+def _reseed(self: MLMCollator) -> None:
+    "Fixed mask: re-seed before every call. In a DataLoader worker: seed once from the worker's own seed."
+    if self.fixed_seed is not None: self.generator.manual_seed(self.fixed_seed); return
+    info = torch.utils.data.get_worker_info()
+    if info is not None and self._worker != (info.id, info.seed):
+        self._worker = (info.id, info.seed)
+        self.generator.manual_seed((info.seed + self._stream_seed()) % 2**63)
+
+# %% ../nbs/03_masking.ipynb 63
+@patch
+def set_rank(self: MLMCollator, rank: int, # this process's rank in a distributed run (torch.distributed.get_rank())
+            ) -> 'MLMCollator':
+    """Give process `rank` masks of its own: re-seed the generator with a stream for that rank (rank 0 keeps `seed`).
+    Without it every process of a DDP run, holding the same seed, draws the same masks for same-shaped batches.
+    The Trainer calls this; a fixed-seed (evaluation) collator keeps its one mask."""
+    if isinstance(rank, bool) or not isinstance(rank, Integral) or rank < 0: raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+    if int(rank) != self.rank:
+        self.rank = int(rank)
+        if self.fixed_seed is None: self.generator.manual_seed(self._stream_seed())
+    return self
