@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .core import check_texts, eval_mode
@@ -408,50 +409,7 @@ class OODGuard:
         s = self.score(logits, features)
         return s, s <= self.threshold
 
-    def save(self, folder: str | Path) -> Path:
-        "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights (all shards)."
-        folder = Path(folder)
-        config = pretrained.load_config(folder)
-        for what, mine, theirs in (('classes', self.num_labels, config.num_labels), ('hidden size', self.hidden_size, config.hidden_size)):
-            if mine is not None and mine != theirs: raise ValueError(f"the guard was fitted for {mine} {what}; {folder} holds a model with {theirs}")
-        self.num_labels, self.hidden_size = config.num_labels, config.hidden_size
-        self.weights_sha256 = pretrained.weights_sha256(folder)
-        meta = {k: json.dumps(getattr(self, k)) for k in ('method', 'threshold', 'temperature', 'pooling', 'num_labels',
-                                                         'hidden_size', 'weights_sha256', 'accept_rate', 'max_length', 'precision')}
-        tensors = ({'means': self.mahalanobis.means.contiguous(), 'precision': self.mahalanobis.precision.contiguous()}
-                   if self.mahalanobis is not None else {'none': torch.zeros(0)})
-        save_file(tensors, str(folder / GUARD_FILE), metadata={'format': _GUARD_FORMAT, **meta})
-        return folder / GUARD_FILE
-
-    @classmethod
-    def load(cls, folder: str | Path,            # a model folder holding ood_guard.safetensors
-             weights_sha256: str | None = None,  # the digest of the weights it must belong to; default: the folder's file
-            ) -> 'OODGuard':
-        """Read a folder's guard and check that it belongs to the model beside it (weights digest, classes, feature size).
-        A file that does not record `max_length` or `precision` loads with None (the engine warns and reads texts at
-        its own length) and 'float32'."""
-        folder = Path(folder); file = folder / GUARD_FILE
-        if not file.is_file(): raise FileNotFoundError(f"no guard at {file}")
-        try:
-            with safe_open(str(file), 'pt') as f:
-                meta, tensors = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e: raise ValueError(f"{file} is not a readable guard file: {type(e).__name__}: {e}") from None
-        if meta.get('format') != _GUARD_FORMAT: raise ValueError(f"{file} is not a bert_book OOD guard (format {meta.get('format')!r})")
-        try: fields = {k: json.loads(v) for k, v in meta.items() if k != 'format'}
-        except json.JSONDecodeError as e: raise ValueError(f"{file}: corrupt metadata: {e}") from None
-        expected = weights_sha256 or pretrained.weights_sha256(folder)
-        if fields.get('weights_sha256') != expected:
-            raise ValueError(f"{file} was fitted for other weights (sha256 {str(fields.get('weights_sha256'))[:12]}…; "
-                             f"the model's are {expected[:12]}…): fit the guard again for this model")
-        config = pretrained.load_config(folder)
-        if (fields.get('num_labels'), fields.get('hidden_size')) != (config.num_labels, config.hidden_size):
-            raise ValueError(f"{file} is for a model with {fields.get('num_labels')} classes and hidden size "
-                             f"{fields.get('hidden_size')}; this one has {config.num_labels} and {config.hidden_size}")
-        try:
-            maha = Mahalanobis(tensors['means'], tensors['precision']) if 'means' in tensors else None
-            return cls(**fields, mahalanobis=maha)
-        except (TypeError, ValueError, KeyError) as e: raise ValueError(f"{file}: {e}") from None
-
+# %% ../nbs/13_ood.ipynb 40
 def fit_guard(model,                           # a fine-tuned `BertForSequenceClassification`
               tokenizer,                       # its tokenizer
               train: Sequence[LabelledText],   # in-distribution training examples: class means and covariance
@@ -486,3 +444,49 @@ def fit_guard(model,                           # a fine-tuned `BertForSequenceCl
     return OODGuard(method, threshold, temperature, pooling, maha, c.num_labels, c.hidden_size,
                     accept_rate=float((scores <= threshold).double().mean()), max_length=max_length,
                     precision=model_precision(model))
+
+# %% ../nbs/13_ood.ipynb 42
+@patch
+def save(self: OODGuard, folder: str | Path) -> Path:
+    "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights (all shards)."
+    folder = Path(folder)
+    config = pretrained.load_config(folder)
+    for what, mine, theirs in (('classes', self.num_labels, config.num_labels), ('hidden size', self.hidden_size, config.hidden_size)):
+        if mine is not None and mine != theirs: raise ValueError(f"the guard was fitted for {mine} {what}; {folder} holds a model with {theirs}")
+    self.num_labels, self.hidden_size = config.num_labels, config.hidden_size
+    self.weights_sha256 = pretrained.weights_sha256(folder)
+    meta = {k: json.dumps(getattr(self, k)) for k in ('method', 'threshold', 'temperature', 'pooling', 'num_labels',
+                                                     'hidden_size', 'weights_sha256', 'accept_rate', 'max_length', 'precision')}
+    tensors = ({'means': self.mahalanobis.means.contiguous(), 'precision': self.mahalanobis.precision.contiguous()}
+               if self.mahalanobis is not None else {'none': torch.zeros(0)})
+    save_file(tensors, str(folder / GUARD_FILE), metadata={'format': _GUARD_FORMAT, **meta})
+    return folder / GUARD_FILE
+
+@patch(cls_method=True)
+def load(cls: OODGuard, folder: str | Path,  # a model folder holding ood_guard.safetensors
+         weights_sha256: str | None = None,  # the digest of the weights it must belong to; default: the folder's file
+        ) -> 'OODGuard':
+    """Read a folder's guard and check that it belongs to the model beside it (weights digest, classes, feature size).
+    A file that does not record `max_length` or `precision` loads with None (the engine warns and reads texts at
+    its own length) and 'float32'."""
+    folder = Path(folder); file = folder / GUARD_FILE
+    if not file.is_file(): raise FileNotFoundError(f"no guard at {file}")
+    try:
+        with safe_open(str(file), 'pt') as f:
+            meta, tensors = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e: raise ValueError(f"{file} is not a readable guard file: {type(e).__name__}: {e}") from None
+    if meta.get('format') != _GUARD_FORMAT: raise ValueError(f"{file} is not a bert_book OOD guard (format {meta.get('format')!r})")
+    try: fields = {k: json.loads(v) for k, v in meta.items() if k != 'format'}
+    except json.JSONDecodeError as e: raise ValueError(f"{file}: corrupt metadata: {e}") from None
+    expected = weights_sha256 or pretrained.weights_sha256(folder)
+    if fields.get('weights_sha256') != expected:
+        raise ValueError(f"{file} was fitted for other weights (sha256 {str(fields.get('weights_sha256'))[:12]}…; "
+                         f"the model's are {expected[:12]}…): fit the guard again for this model")
+    config = pretrained.load_config(folder)
+    if (fields.get('num_labels'), fields.get('hidden_size')) != (config.num_labels, config.hidden_size):
+        raise ValueError(f"{file} is for a model with {fields.get('num_labels')} classes and hidden size "
+                         f"{fields.get('hidden_size')}; this one has {config.num_labels} and {config.hidden_size}")
+    try:
+        maha = Mahalanobis(tensors['means'], tensors['precision']) if 'means' in tensors else None
+        return cls(**fields, mahalanobis=maha)
+    except (TypeError, ValueError, KeyError) as e: raise ValueError(f"{file}: {e}") from None
