@@ -82,7 +82,7 @@ def align_labels(tags: Sequence[str],          # one tag per word
             labels[p] = label2id[tag]
     return labels
 
-# %% ../nbs/08_alignment.ipynb 16
+# %% ../nbs/08_alignment.ipynb 18
 def word_tags_from_labels(labels: Sequence[int],          # one label id per token, −100 where not labelled
                           word_ids: Sequence[int | None], # the word of each token; None (or -1) for specials
                           id2label: dict[int, str],       # label id -> tag
@@ -101,7 +101,7 @@ def word_tags_from_labels(labels: Sequence[int],          # one label id per tok
     if missing: raise ValueError(f"{where}word {missing[0]} has no labelled sub-word, so it has no tag")
     return [merge_piece_tags(per_word[w]) for w in range(n_words)]
 
-# %% ../nbs/08_alignment.ipynb 19
+# %% ../nbs/08_alignment.ipynb 21
 def label_list_for(sentences: Sequence[TaggedSentence], # the training sentences
                    scheme: str = 'IOB2',                 # their tagging scheme: which prefixes each type gets
                   ) -> list[str]:
@@ -165,7 +165,7 @@ def encode_ner(sentences: Sequence[TaggedSentence], # tagged sentences
         examples.append({'input_ids': input_ids, 'labels': labels, 'word_ids': word_ids})
     return NERDataset(examples, truncated, max_length)
 
-# %% ../nbs/08_alignment.ipynb 22
+# %% ../nbs/08_alignment.ipynb 26
 @dataclass
 class NERCollator:
     "Pad a list of examples to the longest one: input_ids with `pad_token_id`, attention_mask 0, labels −100."

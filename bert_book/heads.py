@@ -19,7 +19,7 @@ __all__ = ['MaskedLMOutput', 'TokenClassifierOutput', 'SequenceClassifierOutput'
            'check_labels', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertForMaskedLM',
            'BertForTokenClassification', 'BertForSequenceClassification']
 
-# %% ../nbs/05_heads.ipynb 6
+# %% ../nbs/05_heads.ipynb 8
 @dataclass
 class BertHeadOutput:
     "What a head returns (transformers' field names)."
@@ -36,7 +36,7 @@ def cross_entropy(logits: Tensor, # (..., C) scores
     "Mean cross-entropy over the scored positions, computed in float32 whatever the logits' dtype."
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
-# %% ../nbs/05_heads.ipynb 8
+# %% ../nbs/05_heads.ipynb 10
 def check_labels(labels: Tensor,      # integer class ids, IGNORE_INDEX where not scored
                  shape: tuple,        # the shape they must have
                  num_classes: int,    # valid ids are 0..num_classes-1
@@ -52,7 +52,7 @@ def check_labels(labels: Tensor,      # integer class ids, IGNORE_INDEX where no
         raise ValueError(f"{head}: labels must be in [0, {num_classes}) or {IGNORE_INDEX} (not scored); "
                          f"got values from {scored.min().item()} to {scored.max().item()}")
 
-# %% ../nbs/05_heads.ipynb 11
+# %% ../nbs/05_heads.ipynb 13
 class BertPredictionHeadTransform(nn.Module):
     "Dense H → H, activation, LayerNorm: the MLM head's first half."
     def __init__(self, config: BertConfig):
@@ -78,7 +78,7 @@ class BertLMPredictionHead(nn.Module):
         "Vocabulary scores for each vector."
         return self.decoder(self.transform(h))
 
-# %% ../nbs/05_heads.ipynb 13
+# %% ../nbs/05_heads.ipynb 15
 class BertForMaskedLM(BertPreTrainedModel):
     "BERT with the masked-language-model head (decoder tied to the word embeddings)."
     _tied_weights_keys = {'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
@@ -118,7 +118,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         loss = None if labels is None else cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
-# %% ../nbs/05_heads.ipynb 23
+# %% ../nbs/05_heads.ipynb 27
 def _classifier_dropout(config: BertConfig) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
@@ -146,7 +146,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         loss = None if labels is None else cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
-# %% ../nbs/05_heads.ipynb 26
+# %% ../nbs/05_heads.ipynb 30
 class BertForSequenceClassification(BertPreTrainedModel):
     "BERT with a linear classifier on the pooled [CLS] vector."
     def __init__(self, config: BertConfig, attn_implementation: str = 'sdpa'):

@@ -103,7 +103,7 @@ def wordpiece_split(word: str, # one normalized word (lowercased, accents stripp
         pieces.append(piece); start = end
     return pieces
 
-# %% ../nbs/01_tokenizer.ipynb 20
+# %% ../nbs/01_tokenizer.ipynb 22
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # the order a trained WordPiece vocabulary starts with: ids 0..4
 
 def bert_pipeline(vocab: dict[str, int] | None = None, # token -> id; None for an empty model, to be trained
@@ -120,7 +120,7 @@ def bert_pipeline(vocab: dict[str, int] | None = None, # token -> id; None for a
     backend.decoder = decoders.WordPiece(prefix='##')
     return backend
 
-# %% ../nbs/01_tokenizer.ipynb 23
+# %% ../nbs/01_tokenizer.ipynb 25
 def _word_counts(texts: list[str], # the training texts
                  pipe: Tokenizer, # a pipeline whose normalizer and pre-tokenizer cut the words
                  chunk: int = 1000, # texts normalized per call (newlines never join two words)
@@ -159,7 +159,7 @@ def _train_backend(texts: Iterable[str], vocab_size: int, min_frequency: int, lo
     tokens = SPECIAL_TOKENS + order[n:n + k] + continuations + order[n + k:]
     return bert_pipeline({t: i for i, t in enumerate(tokens)}, lowercase, strip_accents, tokenize_chinese_chars)
 
-# %% ../nbs/01_tokenizer.ipynb 28
+# %% ../nbs/01_tokenizer.ipynb 30
 def _bert_template(cls_id: int, # the id of [CLS]
                    sep_id: int, # the id of [SEP]
                   ) -> processors.TemplateProcessing:
@@ -167,7 +167,7 @@ def _bert_template(cls_id: int, # the id of [CLS]
     return processors.TemplateProcessing(single=f'{CLS}:0 $A:0 {SEP}:0', pair=f'{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1',
                                          special_tokens=[(CLS, cls_id), (SEP, sep_id)])
 
-# %% ../nbs/01_tokenizer.ipynb 31
+# %% ../nbs/01_tokenizer.ipynb 33
 def _as_batch(texts, # a str, a list of str, or with is_split_into_words a list of words or a list of lists of words
               is_split_into_words: bool, # whether the texts come already split into words
               name: str, # what to call them in an error
@@ -193,7 +193,7 @@ def _as_batch(texts, # a str, a list of str, or with is_split_into_words a list 
             if not isinstance(w, str): raise TypeError(f"{name}[{i}][{j}] is {type(w).__name__}, expected str")
     return False, [list(words) for words in texts]
 
-# %% ../nbs/01_tokenizer.ipynb 34
+# %% ../nbs/01_tokenizer.ipynb 36
 _PADDING = {False: None, 'do_not_pad': None, True: 'longest', 'longest': 'longest', 'max_length': 'max_length'}
 _TRUNCATION = {False: None, 'do_not_truncate': None, True: 'longest_first', 'longest_first': 'longest_first',
                'only_first': 'only_first', 'only_second': 'only_second'}
@@ -214,7 +214,7 @@ def _strategies(padding, # False/'do_not_pad', True/'longest', or 'max_length'
     if max_length is None and (trunc or pad == 'max_length'): max_length = model_max_length
     return pad, trunc, max_length
 
-# %% ../nbs/01_tokenizer.ipynb 37
+# %% ../nbs/01_tokenizer.ipynb 39
 class BatchEncoding(dict):
     "A tokenizer's output: input_ids, token_type_ids, attention_mask and what was asked for; keys are attributes too."
     def __init__(self, data: dict, # the encoded fields
@@ -263,7 +263,7 @@ def _batch_encoding(encodings: list, # `tokenizers.Encoding`s, one per sequence
            for k, v in data.items()}
     return BatchEncoding(out, encodings)
 
-# %% ../nbs/01_tokenizer.ipynb 39
+# %% ../nbs/01_tokenizer.ipynb 41
 TOKENIZER_FILE, VOCAB_FILE = 'tokenizer.json', 'vocab.txt'
 TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE = 'tokenizer_config.json', 'special_tokens_map.json'
 
@@ -280,7 +280,7 @@ def _check_pipeline(backend: Tokenizer, # the tokenizer to check
     missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
     if missing: raise ValueError(f"{source}: the vocabulary lacks the special tokens {missing}")
 
-# %% ../nbs/01_tokenizer.ipynb 40
+# %% ../nbs/01_tokenizer.ipynb 42
 class BertTokenizer:
     "BERT's WordPiece tokenizer: `tokenizers` underneath, `transformers`' names on top."
     pad_token, unk_token, cls_token, sep_token, mask_token = PAD, UNK, CLS, SEP, MASK
@@ -476,7 +476,7 @@ class BertTokenizer:
             if (folder / name).is_file(): return cls.from_file(folder / name, **kwargs)
         raise FileNotFoundError(f"{folder} holds neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
 
-# %% ../nbs/01_tokenizer.ipynb 42
+# %% ../nbs/01_tokenizer.ipynb 44
 def _read_json(path: Path, what: str = 'JSON'):
     "Parse the JSON file at `path`, or raise a `ValueError` with the line and column of the error."
     try: text = path.read_text(encoding='utf-8')
@@ -512,7 +512,7 @@ def _read_vocab_txt(path: Path) -> dict[str, int]:
     if missing: raise ValueError(f"{path}: the vocabulary lacks the special tokens {missing}")
     return vocab
 
-# %% ../nbs/01_tokenizer.ipynb 44
+# %% ../nbs/01_tokenizer.ipynb 46
 def train_wordpiece(texts: Iterable[str], # the training texts: a list, or any iterable such as a file's lines
                     vocab_size: int = 8000, # the most entries the vocabulary may hold, specials and alphabet included
                     lowercase: bool = True, # BERT "uncased": lowercase, and strip accents unless strip_accents=False
