@@ -218,6 +218,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         seen.add(id(p)); total += p.numel(); trainable += p.numel() if p.requires_grad else 0
     return trainable, total
 
+# %% ../nbs/11_classification.ipynb 28
 _EVAL_KEYS = ('loss', 'accuracy', 'macro_f1')
 
 def train_classifier(train: Sequence[LabelledText], # training examples
@@ -257,7 +258,7 @@ def train_classifier(train: Sequence[LabelledText], # training examples
                       lengths=train_set.lengths)
     return Trained(model, trainer.fit())
 
-# %% ../nbs/11_classification.ipynb 39
+# %% ../nbs/11_classification.ipynb 41
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` plus a trainable low-rank update: y = W x + b + (alpha / r) · B A x (Hu et al., 2021)."
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
