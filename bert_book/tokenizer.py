@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Container, Iterable
 
 import tokenizers, torch
+from fastcore.basics import patch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 # %% auto 0
 __all__ = ['PAD', 'UNK', 'CLS', 'SEP', 'MASK', 'SPECIAL_TOKENS', 'TOKENIZER_FILE', 'VOCAB_FILE', 'TOKENIZER_CONFIG_FILE',
-           'SPECIAL_TOKENS_MAP_FILE', 'WhitespaceTokenizer', 'wordpiece_split', 'bert_pipeline', 'BatchEncoding',
-           'BertTokenizer', 'train_wordpiece']
+           'SPECIAL_TOKENS_MAP_FILE', 'save_pretrained', 'WhitespaceTokenizer', 'wordpiece_split', 'bert_pipeline',
+           'BatchEncoding', 'BertTokenizer', 'train_wordpiece']
 
 # %% ../nbs/01_tokenizer.ipynb 9
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -326,157 +327,170 @@ class BertTokenizer:
     def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_lock'}
     def __setstate__(self, state): self.__dict__.update(state); self._lock = threading.Lock()
 
-    def _check_ids(self, ids, name: str = 'ids') -> list[int]:
-        "`ids` (a list or a 1-D tensor) as a list of ints, each checked to be in the vocabulary."
-        if isinstance(ids, torch.Tensor):
-            if ids.dim() != 1: raise ValueError(f"{name} must be 1-D, got a tensor of shape {tuple(ids.shape)}")
-            ids = ids.tolist()
-        ids, n = [int(i) for i in ids], self.vocab_size
-        bad = next((j for j, i in enumerate(ids) if not 0 <= i < n), None)
-        if bad is not None: raise ValueError(f"{name}[{bad}]={ids[bad]} is outside the vocabulary (0..{n - 1})")
-        return ids
-
-    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
-        "The id of each token; tokens not in the vocabulary get `unk_token_id`."
-        if isinstance(tokens, str): return self.convert_tokens_to_ids([tokens])[0]
-        ids = [self._backend.token_to_id(t) for t in tokens]
-        return [self.unk_token_id if i is None else i for i in ids]
-
-    def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
-        "The token of each id."
-        if isinstance(ids, torch.Tensor): ids = ids.tolist()
-        if isinstance(ids, int): return self.convert_ids_to_tokens([ids])[0]
-        return [self._backend.id_to_token(i) for i in self._check_ids(ids)]
-
-    # --- text to ids and back ---------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[str]:
-        "The WordPiece tokens of `text`, without specials."
-        if not isinstance(text, str): raise TypeError(f"text is {type(text).__name__}, expected str")
-        return self._backend.encode(text, add_special_tokens=False).tokens
-
-    def encode(self, text: str, # the text
-               text_pair: str | None = None, # a second text, framed as [CLS] text [SEP] text_pair [SEP]
-               add_special_tokens: bool = True, # add [CLS] and [SEP]
-              ) -> list[int]:
-        "The ids of `text` (and `text_pair`), with [CLS] and [SEP]; no truncation."
-        return self(text, text_pair, add_special_tokens=add_special_tokens)['input_ids']
-
-    def decode(self, ids, # a list of ids or a 1-D tensor
-               skip_special_tokens: bool = False, # leave out [CLS], [SEP], [PAD], [MASK], [UNK]
-              ) -> str:
-        "The text of `ids`: pieces joined, `##` continuations glued to their word."
-        return self._backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
-
-    def batch_decode(self, batch, skip_special_tokens: bool = False) -> list[str]:
-        "`decode` each row of `batch` (a list of lists or a 2-D tensor)."
-        return [self.decode(ids, skip_special_tokens) for ids in batch]
-
-    def __call__(self, texts, # a str or list of str; with is_split_into_words, a list of words or of such lists
-                 text_pairs=None, # the second texts of pairs, as many as `texts`
-                 padding: bool | str = False, # False, True/'longest', or 'max_length'
-                 truncation: bool | str = False, # False, True/'longest_first', 'only_first', 'only_second'
-                 max_length: int | None = None, # the length to truncate or pad to (default: model_max_length)
-                 is_split_into_words: bool = False, # the texts come as lists of words
-                 return_tensors: str | None = None, # None for lists, 'pt' for torch tensors
-                 return_offsets_mapping: bool = False, # add each token's (start, end) characters in its text (or word)
-                 return_special_tokens_mask: bool = False, # add 1 for specials and padding, 0 for text tokens
-                 return_word_ids: bool = False, # add each token's word index (None, or -1 in a tensor, for specials)
-                 add_special_tokens: bool = True, # frame with [CLS] and [SEP]
-                 pad_to_multiple_of: int | None = None, # round padded lengths up to a multiple (tensor cores like 8)
-                ) -> BatchEncoding:
-        "Encode one text or a batch (or pairs): input_ids, token_type_ids, attention_mask and what was asked for."
-        single, batch = _as_batch(texts, is_split_into_words, 'texts')
-        pair = text_pairs is not None
-        if pair:
-            single_b, seconds = _as_batch(text_pairs, is_split_into_words, 'text_pairs')
-            if single_b != single or len(seconds) != len(batch):
-                raise ValueError(f"text_pairs has {len(seconds)} {'text' if single_b else 'texts'} but texts has "
-                                 f"{len(batch)} {'text' if single else 'texts'}: give one second text per text")
-            batch = list(zip(batch, seconds))
-        if return_tensors not in (None, 'pt'): raise ValueError(f"return_tensors={return_tensors!r}: use None or 'pt'")
-        pad, trunc, max_length = _strategies(padding, truncation, max_length, self.model_max_length)
-        if pad_to_multiple_of is not None and (not pad or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
-            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r} needs padding and a positive int")
-        if pad_to_multiple_of and trunc and max_length % pad_to_multiple_of:  # padding would overshoot the truncation
-            raise ValueError(f"max_length={max_length} is not a multiple of pad_to_multiple_of={pad_to_multiple_of}")
-        n_special = self.num_special_tokens_to_add(pair) if add_special_tokens else 0
-        if trunc and max_length <= n_special:
-            raise ValueError(f"max_length={max_length} leaves no room for text after the {n_special} special tokens")
-        with self._lock:
-            try:
-                if trunc: self._backend.enable_truncation(max_length, strategy=trunc)
-                if pad: self._backend.enable_padding(pad_id=self.pad_token_id, pad_token=PAD, pad_type_id=0,
-                                                     length=max_length if pad == 'max_length' else None,
-                                                     pad_to_multiple_of=pad_to_multiple_of)
-                encodings = self._backend.encode_batch(batch, is_pretokenized=is_split_into_words,
-                                                       add_special_tokens=add_special_tokens)
-            except Exception as e: raise ValueError(f"tokenizers could not encode the batch: {e}") from None
-            finally: self._backend.no_padding(); self._backend.no_truncation()
-        if max_length is not None and not trunc:
-            long = next((i for i, e in enumerate(encodings) if len(e) > max_length), None)
-            if long is not None:
-                raise ValueError(f"texts[{long}] is {len(encodings[long])} tokens long, more than max_length={max_length}; "
-                                 "pass truncation=True to cut it, or a larger max_length")
-        extras = [name for name, wanted in [('offset_mapping', return_offsets_mapping),
-                  ('special_tokens_mask', return_special_tokens_mask), ('word_ids', return_word_ids)] if wanted]
-        return _batch_encoding(encodings, single, return_tensors, extras)
-
-    # --- files ------------------------------------------------------------------------------------------------
-    def save(self, folder) -> Path:
-        "Write tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json to `folder`; returns it."
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot save a tokenizer in {folder}: it is a file")
-        tokens = [self._backend.id_to_token(i) for i in range(self.vocab_size)]
-        if None in tokens: raise ValueError(f"cannot write {VOCAB_FILE}: no token has id {tokens.index(None)}")
-        folder.mkdir(parents=True, exist_ok=True)
-        self._backend.save(str(folder / TOKENIZER_FILE))
-        (folder / VOCAB_FILE).write_text(''.join(t + '\n' for t in tokens), encoding='utf-8')
-        specials = {'unk_token': UNK, 'sep_token': SEP, 'pad_token': PAD, 'cls_token': CLS, 'mask_token': MASK}
-        config = {'tokenizer_class': 'BertTokenizer', 'do_lower_case': self.do_lower_case,
-                  'strip_accents': self.strip_accents, 'tokenize_chinese_chars': self.tokenize_chinese_chars,
-                  'model_max_length': self.model_max_length, **specials}
-        for name, content in [(TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, specials)]:
-            (folder / name).write_text(json.dumps(content, indent=2) + '\n', encoding='utf-8')
-        return folder
-    save_pretrained = save  # the name transformers uses
-
-    @classmethod
-    def from_file(cls, path, # a tokenizer.json, or a vocab.txt (one token per line, the line number is its id)
-                  do_lower_case: bool | None = None, # default: tokenizer_config.json beside the file, else True
-                  model_max_length: int | None = None, # default: tokenizer_config.json beside the file, else 512
-                 ) -> 'BertTokenizer':
-        "Load a tokenizer from a tokenizer.json or a vocab.txt, with the settings of a tokenizer_config.json beside it."
-        path = Path(path)
-        if path.is_dir(): raise ValueError(f"{path} is a folder: use BertTokenizer.from_pretrained")
-        if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
-        config = _read_config(path.parent / TOKENIZER_CONFIG_FILE)
-        if model_max_length is None: model_max_length = config.get('model_max_length', 512)
-        if do_lower_case is None: do_lower_case = config.get('do_lower_case')
-        if path.suffix == '.json':
-            backend = _read_tokenizer_json(path)
-            if isinstance(backend.normalizer, normalizers.BertNormalizer) and do_lower_case is not None \
-               and backend.normalizer.lowercase != do_lower_case:
-                raise ValueError(f"{path}: its normalizer has lowercase={backend.normalizer.lowercase}, but "
-                                 f"do_lower_case={do_lower_case} was asked for (or given in {TOKENIZER_CONFIG_FILE})")
-        else:
-            backend = bert_pipeline(_read_vocab_txt(path), lowercase=True if do_lower_case is None else do_lower_case,
-                                    strip_accents=config.get('strip_accents'),
-                                    tokenize_chinese_chars=config.get('tokenize_chinese_chars', True))
-        return cls(backend, model_max_length=model_max_length, source=str(path))
-
-    @classmethod
-    def from_pretrained(cls, folder, # a folder written by `save` (or a Hugging Face BERT checkpoint), or a file
-                        **kwargs, # passed on to `from_file`
-                       ) -> 'BertTokenizer':
-        "Load the tokenizer of a folder: its tokenizer.json, else its vocab.txt, with tokenizer_config.json's settings."
-        folder = Path(folder)
-        if folder.is_file(): return cls.from_file(folder, **kwargs)
-        if not folder.is_dir(): raise FileNotFoundError(f"no tokenizer folder at {folder}")
-        for name in (TOKENIZER_FILE, VOCAB_FILE):
-            if (folder / name).is_file(): return cls.from_file(folder / name, **kwargs)
-        raise FileNotFoundError(f"{folder} holds neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
-
 # %% ../nbs/01_tokenizer.ipynb 44
+@patch
+def _check_ids(self: BertTokenizer, ids, name: str = 'ids') -> list[int]:
+    "`ids` (a list or a 1-D tensor) as a list of ints, each checked to be in the vocabulary."
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1: raise ValueError(f"{name} must be 1-D, got a tensor of shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    ids, n = [int(i) for i in ids], self.vocab_size
+    bad = next((j for j, i in enumerate(ids) if not 0 <= i < n), None)
+    if bad is not None: raise ValueError(f"{name}[{bad}]={ids[bad]} is outside the vocabulary (0..{n - 1})")
+    return ids
+
+@patch
+def convert_tokens_to_ids(self: BertTokenizer, tokens: str | list[str]) -> int | list[int]:
+    "The id of each token; tokens not in the vocabulary get `unk_token_id`."
+    if isinstance(tokens, str): return self.convert_tokens_to_ids([tokens])[0]
+    ids = [self._backend.token_to_id(t) for t in tokens]
+    return [self.unk_token_id if i is None else i for i in ids]
+
+@patch
+def convert_ids_to_tokens(self: BertTokenizer, ids: int | list[int]) -> str | list[str]:
+    "The token of each id."
+    if isinstance(ids, torch.Tensor): ids = ids.tolist()
+    if isinstance(ids, int): return self.convert_ids_to_tokens([ids])[0]
+    return [self._backend.id_to_token(i) for i in self._check_ids(ids)]
+
+# --- text to ids and back ---------------------------------------------------------------------------------
+@patch
+def tokenize(self: BertTokenizer, text: str) -> list[str]:
+    "The WordPiece tokens of `text`, without specials."
+    if not isinstance(text, str): raise TypeError(f"text is {type(text).__name__}, expected str")
+    return self._backend.encode(text, add_special_tokens=False).tokens
+
+@patch
+def encode(self: BertTokenizer, text: str, # the text
+           text_pair: str | None = None, # a second text, framed as [CLS] text [SEP] text_pair [SEP]
+           add_special_tokens: bool = True, # add [CLS] and [SEP]
+          ) -> list[int]:
+    "The ids of `text` (and `text_pair`), with [CLS] and [SEP]; no truncation."
+    return self(text, text_pair, add_special_tokens=add_special_tokens)['input_ids']
+
+@patch
+def decode(self: BertTokenizer, ids, # a list of ids or a 1-D tensor
+           skip_special_tokens: bool = False, # leave out [CLS], [SEP], [PAD], [MASK], [UNK]
+          ) -> str:
+    "The text of `ids`: pieces joined, `##` continuations glued to their word."
+    return self._backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
+
+@patch
+def batch_decode(self: BertTokenizer, batch, skip_special_tokens: bool = False) -> list[str]:
+    "`decode` each row of `batch` (a list of lists or a 2-D tensor)."
+    return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+# %% ../nbs/01_tokenizer.ipynb 46
+@patch
+def __call__(self: BertTokenizer, texts, # a str or list of str; with is_split_into_words, a list of words or of such lists
+             text_pairs=None, # the second texts of pairs, as many as `texts`
+             padding: bool | str = False, # False, True/'longest', or 'max_length'
+             truncation: bool | str = False, # False, True/'longest_first', 'only_first', 'only_second'
+             max_length: int | None = None, # the length to truncate or pad to (default: model_max_length)
+             is_split_into_words: bool = False, # the texts come as lists of words
+             return_tensors: str | None = None, # None for lists, 'pt' for torch tensors
+             return_offsets_mapping: bool = False, # add each token's (start, end) characters in its text (or word)
+             return_special_tokens_mask: bool = False, # add 1 for specials and padding, 0 for text tokens
+             return_word_ids: bool = False, # add each token's word index (None, or -1 in a tensor, for specials)
+             add_special_tokens: bool = True, # frame with [CLS] and [SEP]
+             pad_to_multiple_of: int | None = None, # round padded lengths up to a multiple (tensor cores like 8)
+            ) -> BatchEncoding:
+    "Encode one text or a batch (or pairs): input_ids, token_type_ids, attention_mask and what was asked for."
+    single, batch = _as_batch(texts, is_split_into_words, 'texts')
+    pair = text_pairs is not None
+    if pair:
+        single_b, seconds = _as_batch(text_pairs, is_split_into_words, 'text_pairs')
+        if single_b != single or len(seconds) != len(batch):
+            raise ValueError(f"text_pairs has {len(seconds)} {'text' if single_b else 'texts'} but texts has "
+                             f"{len(batch)} {'text' if single else 'texts'}: give one second text per text")
+        batch = list(zip(batch, seconds))
+    if return_tensors not in (None, 'pt'): raise ValueError(f"return_tensors={return_tensors!r}: use None or 'pt'")
+    pad, trunc, max_length = _strategies(padding, truncation, max_length, self.model_max_length)
+    if pad_to_multiple_of is not None and (not pad or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+        raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r} needs padding and a positive int")
+    if pad_to_multiple_of and trunc and max_length % pad_to_multiple_of:  # padding would overshoot the truncation
+        raise ValueError(f"max_length={max_length} is not a multiple of pad_to_multiple_of={pad_to_multiple_of}")
+    n_special = self.num_special_tokens_to_add(pair) if add_special_tokens else 0
+    if trunc and max_length <= n_special:
+        raise ValueError(f"max_length={max_length} leaves no room for text after the {n_special} special tokens")
+    with self._lock:
+        try:
+            if trunc: self._backend.enable_truncation(max_length, strategy=trunc)
+            if pad: self._backend.enable_padding(pad_id=self.pad_token_id, pad_token=PAD, pad_type_id=0,
+                                                 length=max_length if pad == 'max_length' else None,
+                                                 pad_to_multiple_of=pad_to_multiple_of)
+            encodings = self._backend.encode_batch(batch, is_pretokenized=is_split_into_words,
+                                                   add_special_tokens=add_special_tokens)
+        except Exception as e: raise ValueError(f"tokenizers could not encode the batch: {e}") from None
+        finally: self._backend.no_padding(); self._backend.no_truncation()
+    if max_length is not None and not trunc:
+        long = next((i for i, e in enumerate(encodings) if len(e) > max_length), None)
+        if long is not None:
+            raise ValueError(f"texts[{long}] is {len(encodings[long])} tokens long, more than max_length={max_length}; "
+                             "pass truncation=True to cut it, or a larger max_length")
+    extras = [name for name, wanted in [('offset_mapping', return_offsets_mapping),
+              ('special_tokens_mask', return_special_tokens_mask), ('word_ids', return_word_ids)] if wanted]
+    return _batch_encoding(encodings, single, return_tensors, extras)
+
+# --- files ------------------------------------------------------------------------------------------------
+
+# %% ../nbs/01_tokenizer.ipynb 48
+@patch
+def save(self: BertTokenizer, folder) -> Path:
+    "Write tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json to `folder`; returns it."
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot save a tokenizer in {folder}: it is a file")
+    tokens = [self._backend.id_to_token(i) for i in range(self.vocab_size)]
+    if None in tokens: raise ValueError(f"cannot write {VOCAB_FILE}: no token has id {tokens.index(None)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    self._backend.save(str(folder / TOKENIZER_FILE))
+    (folder / VOCAB_FILE).write_text(''.join(t + '\n' for t in tokens), encoding='utf-8')
+    specials = {'unk_token': UNK, 'sep_token': SEP, 'pad_token': PAD, 'cls_token': CLS, 'mask_token': MASK}
+    config = {'tokenizer_class': 'BertTokenizer', 'do_lower_case': self.do_lower_case,
+              'strip_accents': self.strip_accents, 'tokenize_chinese_chars': self.tokenize_chinese_chars,
+              'model_max_length': self.model_max_length, **specials}
+    for name, content in [(TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, specials)]:
+        (folder / name).write_text(json.dumps(content, indent=2) + '\n', encoding='utf-8')
+    return folder
+save_pretrained = save  # the name transformers uses
+
+@patch(cls_method=True)
+def from_file(cls: BertTokenizer, path, # a tokenizer.json, or a vocab.txt (one token per line, the line number is its id)
+              do_lower_case: bool | None = None, # default: tokenizer_config.json beside the file, else True
+              model_max_length: int | None = None, # default: tokenizer_config.json beside the file, else 512
+             ) -> 'BertTokenizer':
+    "Load a tokenizer from a tokenizer.json or a vocab.txt, with the settings of a tokenizer_config.json beside it."
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"{path} is a folder: use BertTokenizer.from_pretrained")
+    if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
+    config = _read_config(path.parent / TOKENIZER_CONFIG_FILE)
+    if model_max_length is None: model_max_length = config.get('model_max_length', 512)
+    if do_lower_case is None: do_lower_case = config.get('do_lower_case')
+    if path.suffix == '.json':
+        backend = _read_tokenizer_json(path)
+        if isinstance(backend.normalizer, normalizers.BertNormalizer) and do_lower_case is not None \
+           and backend.normalizer.lowercase != do_lower_case:
+            raise ValueError(f"{path}: its normalizer has lowercase={backend.normalizer.lowercase}, but "
+                             f"do_lower_case={do_lower_case} was asked for (or given in {TOKENIZER_CONFIG_FILE})")
+    else:
+        backend = bert_pipeline(_read_vocab_txt(path), lowercase=True if do_lower_case is None else do_lower_case,
+                                strip_accents=config.get('strip_accents'),
+                                tokenize_chinese_chars=config.get('tokenize_chinese_chars', True))
+    return cls(backend, model_max_length=model_max_length, source=str(path))
+
+@patch(cls_method=True)
+def from_pretrained(cls: BertTokenizer, folder, # a folder written by `save` (or a Hugging Face BERT checkpoint), or a file
+                    **kwargs, # passed on to `from_file`
+                   ) -> 'BertTokenizer':
+    "Load the tokenizer of a folder: its tokenizer.json, else its vocab.txt, with tokenizer_config.json's settings."
+    folder = Path(folder)
+    if folder.is_file(): return cls.from_file(folder, **kwargs)
+    if not folder.is_dir(): raise FileNotFoundError(f"no tokenizer folder at {folder}")
+    for name in (TOKENIZER_FILE, VOCAB_FILE):
+        if (folder / name).is_file(): return cls.from_file(folder / name, **kwargs)
+    raise FileNotFoundError(f"{folder} holds neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
+
+# %% ../nbs/01_tokenizer.ipynb 50
 def _read_json(path: Path, what: str = 'JSON'):
     "Parse the JSON file at `path`, or raise a `ValueError` with the line and column of the error."
     try: text = path.read_text(encoding='utf-8')
@@ -512,7 +526,7 @@ def _read_vocab_txt(path: Path) -> dict[str, int]:
     if missing: raise ValueError(f"{path}: the vocabulary lacks the special tokens {missing}")
     return vocab
 
-# %% ../nbs/01_tokenizer.ipynb 46
+# %% ../nbs/01_tokenizer.ipynb 52
 def train_wordpiece(texts: Iterable[str], # the training texts: a list, or any iterable such as a file's lines
                     vocab_size: int = 8000, # the most entries the vocabulary may hold, specials and alphabet included
                     lowercase: bool = True, # BERT "uncased": lowercase, and strip accents unless strip_accents=False
