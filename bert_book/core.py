@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto 0
 __all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'check_texts',
@@ -146,121 +147,130 @@ class BertConfig:
         self.validate()
         self._check_pruned_heads()
 
-    def _check_types(self):
-        for name in _POSITIVE_INTS + ('pad_token_id',):
-            v = getattr(self, name)
-            if v is None and name == 'num_labels': continue
-            if isinstance(v, float) and v.is_integer(): v = int(v); setattr(self, name, v)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"BertConfig.{name} must be an int, got {v!r}")
-        for name in _PROBABILITIES + ('initializer_range', 'layer_norm_eps'):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise ValueError(f"BertConfig.{name} must be a number, got {v!r}")
-            setattr(self, name, float(v))
-
-    def _resolve_labels(self):
-        "Make id2label, label2id and num_labels agree, filling the missing ones as transformers does."
-        if self.id2label is not None:
-            try: self.id2label = {int(k): str(v) for k, v in dict(self.id2label).items()}  # JSON keys are strings
-            except (TypeError, ValueError): raise ValueError(f"BertConfig.id2label keys must be ints, got {self.id2label!r}") from None
-        if self.label2id is not None:
-            try: self.label2id = {str(k): int(v) for k, v in dict(self.label2id).items()}
-            except (TypeError, ValueError): raise ValueError(f"BertConfig.label2id values must be ints, got {self.label2id!r}") from None
-        if self.id2label is None and self.label2id is not None:
-            self.id2label = {i: l for l, i in self.label2id.items()}
-        if self.id2label is None:
-            n = 2 if self.num_labels is None else self.num_labels
-            check_positive_int(n, 'BertConfig.num_labels')
-            self.id2label = {i: f'LABEL_{i}' for i in range(n)}
-        if self.label2id is None:
-            self.label2id = {l: i for i, l in self.id2label.items()}
-        if self.num_labels is None: self.num_labels = len(self.id2label)
-
-    def _check_pruned_heads(self):
-        "pruned_heads as transformers 4 stored it: {layer: [head, ...]}, JSON keys as strings; every layer keeps a head."
-        try: self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in dict(self.pruned_heads or {}).items() if len(v)}
-        except (TypeError, ValueError): raise ValueError(f"BertConfig.pruned_heads must map layer ids to lists of head ids, got {self.pruned_heads!r}") from None
-        for layer, heads in self.pruned_heads.items():
-            if not 0 <= layer < self.num_hidden_layers:
-                raise ValueError(f"BertConfig.pruned_heads names layer {layer}, but the model has {self.num_hidden_layers} layers")
-            if heads[0] < 0 or heads[-1] >= self.num_attention_heads:
-                raise ValueError(f"BertConfig.pruned_heads[{layer}] = {heads}: head ids must lie in [0, {self.num_attention_heads})")
-            if len(heads) == self.num_attention_heads:
-                raise ValueError(f"BertConfig.pruned_heads[{layer}] removes all {self.num_attention_heads} heads; a layer keeps at least one")
-
     def heads_in_layer(self, layer: int) -> int:
         "How many attention heads layer `layer` has after pruning."
         return self.num_attention_heads - len(self.pruned_heads.get(layer, ()))
-
-    def validate(self):
-        "Raise a `ValueError` naming the field when the config cannot describe a BERT."
-        for name in _POSITIVE_INTS:
-            if getattr(self, name) < 1: raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
-        for name in _PROBABILITIES:
-            if not 0.0 <= getattr(self, name) < 1.0: raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(f"BertConfig.classifier_dropout must be None or in [0, 1), got {self.classifier_dropout}")
-        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
-            raise ValueError("BertConfig.layer_norm_eps and initializer_range must be positive")
-        get_activation(self.hidden_act)
-        if self.position_embedding_type != 'absolute':
-            raise ValueError(f"BertConfig.position_embedding_type={self.position_embedding_type!r} is not supported; only 'absolute'")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary (vocab_size={self.vocab_size})")
-        if sorted(self.id2label) != list(range(len(self.id2label))):
-            raise ValueError(f"BertConfig.id2label must number the labels 0..n-1, got ids {sorted(self.id2label)}")
-        if len(set(self.id2label.values())) != len(self.id2label):
-            raise ValueError(f"BertConfig.id2label has a repeated label: {list(self.id2label.values())}")
-        if self.label2id != {l: i for i, l in self.id2label.items()}:
-            raise ValueError(f"BertConfig.label2id {self.label2id} is not the inverse of id2label {self.id2label}")
-        if self.num_labels != len(self.id2label):
-            raise ValueError(f"BertConfig.num_labels={self.num_labels} but id2label has {len(self.id2label)} labels")
-
-
-    # --- config.json in and out -------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        "The config as transformers writes it: its fields, `model_type`, label ids as strings, and the kept extras."
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
-        d['id2label'] = {str(i): l for i, l in self.id2label.items()}
-        if self.pruned_heads: d['pruned_heads'] = {str(k): v for k, v in self.pruned_heads.items()}
-        else: del d['pruned_heads']   # an unpruned model's config.json stays as transformers writes it
-        return {**self.extra, 'model_type': 'bert', **d}
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = 'config') -> 'BertConfig':
-        "A config from a dict such as a parsed config.json; unknown keys are kept in `extra`."
-        if not isinstance(d, dict): raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        model_type = d.get('model_type', 'bert')
-        if model_type != 'bert': raise ValueError(f"{source}: model_type is {model_type!r}, not 'bert'")
-        names = {f.name for f in fields(cls)} - {'extra'}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k != 'model_type'}
-        try: return cls(**known, extra=extra)
-        except ValueError as e: raise ValueError(f"{source}: {e}") from None
-
-    def save_pretrained(self, folder) -> Path:
-        "Write `folder/config.json` (the folder is created); returns the file's path."
-        folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n', encoding='utf-8')
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path) -> 'BertConfig':
-        "Read a config.json, given its path or the checkpoint folder holding it."
-        path = Path(path)
-        if path.is_dir(): path = path / CONFIG_NAME
-        if not path.is_file(): raise FileNotFoundError(f"no config file at {path}")
-        try: d = json.loads(path.read_text(encoding='utf-8'))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        return cls.from_dict(d, source=str(path))
 
     @property
     def head_dim(self) -> int:
         "The width of one attention head."
         return self.hidden_size // self.num_attention_heads
+
+# %% ../nbs/00_core.ipynb 24
+@patch
+def _check_types(self: BertConfig):
+    for name in _POSITIVE_INTS + ('pad_token_id',):
+        v = getattr(self, name)
+        if v is None and name == 'num_labels': continue
+        if isinstance(v, float) and v.is_integer(): v = int(v); setattr(self, name, v)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"BertConfig.{name} must be an int, got {v!r}")
+    for name in _PROBABILITIES + ('initializer_range', 'layer_norm_eps'):
+        v = getattr(self, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ValueError(f"BertConfig.{name} must be a number, got {v!r}")
+        setattr(self, name, float(v))
+
+@patch
+def _resolve_labels(self: BertConfig):
+    "Make id2label, label2id and num_labels agree, filling the missing ones as transformers does."
+    if self.id2label is not None:
+        try: self.id2label = {int(k): str(v) for k, v in dict(self.id2label).items()}  # JSON keys are strings
+        except (TypeError, ValueError): raise ValueError(f"BertConfig.id2label keys must be ints, got {self.id2label!r}") from None
+    if self.label2id is not None:
+        try: self.label2id = {str(k): int(v) for k, v in dict(self.label2id).items()}
+        except (TypeError, ValueError): raise ValueError(f"BertConfig.label2id values must be ints, got {self.label2id!r}") from None
+    if self.id2label is None and self.label2id is not None:
+        self.id2label = {i: l for l, i in self.label2id.items()}
+    if self.id2label is None:
+        n = 2 if self.num_labels is None else self.num_labels
+        check_positive_int(n, 'BertConfig.num_labels')
+        self.id2label = {i: f'LABEL_{i}' for i in range(n)}
+    if self.label2id is None:
+        self.label2id = {l: i for i, l in self.id2label.items()}
+    if self.num_labels is None: self.num_labels = len(self.id2label)
+
+@patch
+def _check_pruned_heads(self: BertConfig):
+    "pruned_heads as transformers 4 stored it: {layer: [head, ...]}, JSON keys as strings; every layer keeps a head."
+    try: self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in dict(self.pruned_heads or {}).items() if len(v)}
+    except (TypeError, ValueError): raise ValueError(f"BertConfig.pruned_heads must map layer ids to lists of head ids, got {self.pruned_heads!r}") from None
+    for layer, heads in self.pruned_heads.items():
+        if not 0 <= layer < self.num_hidden_layers:
+            raise ValueError(f"BertConfig.pruned_heads names layer {layer}, but the model has {self.num_hidden_layers} layers")
+        if heads[0] < 0 or heads[-1] >= self.num_attention_heads:
+            raise ValueError(f"BertConfig.pruned_heads[{layer}] = {heads}: head ids must lie in [0, {self.num_attention_heads})")
+        if len(heads) == self.num_attention_heads:
+            raise ValueError(f"BertConfig.pruned_heads[{layer}] removes all {self.num_attention_heads} heads; a layer keeps at least one")
+
+@patch
+def validate(self: BertConfig):
+    "Raise a `ValueError` naming the field when the config cannot describe a BERT."
+    for name in _POSITIVE_INTS:
+        if getattr(self, name) < 1: raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
+    if self.hidden_size % self.num_attention_heads:
+        raise ValueError(f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
+                         f"num_attention_heads={self.num_attention_heads}")
+    for name in _PROBABILITIES:
+        if not 0.0 <= getattr(self, name) < 1.0: raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+        raise ValueError(f"BertConfig.classifier_dropout must be None or in [0, 1), got {self.classifier_dropout}")
+    if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
+        raise ValueError("BertConfig.layer_norm_eps and initializer_range must be positive")
+    get_activation(self.hidden_act)
+    if self.position_embedding_type != 'absolute':
+        raise ValueError(f"BertConfig.position_embedding_type={self.position_embedding_type!r} is not supported; only 'absolute'")
+    if not 0 <= self.pad_token_id < self.vocab_size:
+        raise ValueError(f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary (vocab_size={self.vocab_size})")
+    if sorted(self.id2label) != list(range(len(self.id2label))):
+        raise ValueError(f"BertConfig.id2label must number the labels 0..n-1, got ids {sorted(self.id2label)}")
+    if len(set(self.id2label.values())) != len(self.id2label):
+        raise ValueError(f"BertConfig.id2label has a repeated label: {list(self.id2label.values())}")
+    if self.label2id != {l: i for i, l in self.id2label.items()}:
+        raise ValueError(f"BertConfig.label2id {self.label2id} is not the inverse of id2label {self.id2label}")
+    if self.num_labels != len(self.id2label):
+        raise ValueError(f"BertConfig.num_labels={self.num_labels} but id2label has {len(self.id2label)} labels")
+
+
+# --- config.json in and out -------------------------------------------------------------------------------
+
+# %% ../nbs/00_core.ipynb 26
+@patch
+def to_dict(self: BertConfig) -> dict:
+    "The config as transformers writes it: its fields, `model_type`, label ids as strings, and the kept extras."
+    d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
+    d['id2label'] = {str(i): l for i, l in self.id2label.items()}
+    if self.pruned_heads: d['pruned_heads'] = {str(k): v for k, v in self.pruned_heads.items()}
+    else: del d['pruned_heads']   # an unpruned model's config.json stays as transformers writes it
+    return {**self.extra, 'model_type': 'bert', **d}
+
+@patch(cls_method=True)
+def from_dict(cls: BertConfig, d: dict, source: str = 'config') -> 'BertConfig':
+    "A config from a dict such as a parsed config.json; unknown keys are kept in `extra`."
+    if not isinstance(d, dict): raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+    model_type = d.get('model_type', 'bert')
+    if model_type != 'bert': raise ValueError(f"{source}: model_type is {model_type!r}, not 'bert'")
+    names = {f.name for f in fields(cls)} - {'extra'}
+    known = {k: v for k, v in d.items() if k in names}
+    extra = {k: v for k, v in d.items() if k not in names and k != 'model_type'}
+    try: return cls(**known, extra=extra)
+    except ValueError as e: raise ValueError(f"{source}: {e}") from None
+
+@patch
+def save_pretrained(self: BertConfig, folder) -> Path:
+    "Write `folder/config.json` (the folder is created); returns the file's path."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CONFIG_NAME
+    path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n', encoding='utf-8')
+    return path
+
+@patch(cls_method=True)
+def from_pretrained(cls: BertConfig, path) -> 'BertConfig':
+    "Read a config.json, given its path or the checkpoint folder holding it."
+    path = Path(path)
+    if path.is_dir(): path = path / CONFIG_NAME
+    if not path.is_file(): raise FileNotFoundError(f"no config file at {path}")
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    return cls.from_dict(d, source=str(path))
