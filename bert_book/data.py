@@ -211,6 +211,7 @@ def gc_paused():
     finally:
         if was_enabled: gc.enable()
 
+# %% ../nbs/02_data.ipynb 25
 def read_conll(path: str | os.PathLike, # a CoNLL column file
                tag_column: int = -1, # the column holding the tag (negative counts from the end)
                token_column: int = 0, # the column holding the token
@@ -282,7 +283,7 @@ def read_conll(path: str | os.PathLike, # a CoNLL column file
         if rows: flush()
     return sentences
 
-# %% ../nbs/02_data.ipynb 25
+# %% ../nbs/02_data.ipynb 27
 def _check_writable(k: int, s: TaggedSentence, sep: str | None, ncols: int):
     "Raise a `ValueError` naming sentence `k` when it cannot be written as CoNLL and read back."
     if not len(s): raise ValueError(f"sentence {k} is empty: CoNLL cannot represent a sentence with no tokens")
@@ -310,7 +311,7 @@ def write_conll(sentences: Iterable[TaggedSentence], # the sentences to write
     path.write_text(''.join(out), encoding=encoding, newline='\n')
     return path
 
-# %% ../nbs/02_data.ipynb 31
+# %% ../nbs/02_data.ipynb 33
 _JSON_KEYS = ('tokens', 'tags', 'columns', 'doc_start')
 
 def _is_str_list(v) -> bool: return isinstance(v, list) and all(isinstance(x, str) for x in v)
@@ -370,7 +371,7 @@ def write_jsonl(sentences: Iterable[TaggedSentence], # the sentences to write
             f.write(json.dumps(d, ensure_ascii=False) + '\n')
     return path
 
-# %% ../nbs/02_data.ipynb 34
+# %% ../nbs/02_data.ipynb 36
 SAMPLE_LABELS = ['O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC']
 SAMPLE_FILES = {'train': 'ner_train.conll', 'dev': 'ner_dev.conll', 'test': 'ner_test.conll', 'corpus': 'corpus.txt',
                 'readme': 'README.md'}
@@ -386,7 +387,7 @@ def detokenize(tokens: Sequence[str]) -> str:
         out.append(t)
     return ''.join(out)
 
-# %% ../nbs/02_data.ipynb 35
+# %% ../nbs/02_data.ipynb 37
 def sample_path(name: str = 'train', # 'train', 'dev', 'test', 'corpus', 'readme', or a file name in sample_data/
                ) -> Path:
     "The path of a file of the bundled synthetic sample data."

@@ -104,6 +104,7 @@ def _fill_then_pick(name: str):
     phrases = tuple(_V['fillers'][name])
     return lambda r: r.choice([_filled(p, r) for p in phrases])
 
+# %% ../nbs/02b_synthetic.ipynb 10
 _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbers here, words from the vocabulary
     'day': _pick('day'), 'month': _pick('month'),
     'year': lambda r: str(r.randint(1950, 2025)), 'num': lambda r: r.choice((str(r.randint(2, 99)), str(r.randint(100, 950)), f'{r.randint(1, 9)},{r.randint(0, 999):03d}')),
@@ -115,7 +116,7 @@ _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbe
     'dur': _pick('dur'), 'when': _fill_then_pick('when'), 'job': _pick('job'), 'said': _pick('said'), 'poss': _pick('poss'),
 }
 
-# %% ../nbs/02b_synthetic.ipynb 10
+# %% ../nbs/02b_synthetic.ipynb 12
 def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span]):
     "Append the tokens (and entity spans) of one filled template."
     for piece in template.split():
@@ -145,6 +146,7 @@ def _tidy(tokens: list[str], spans: list[Span]):
         if tokens[i] in ('a', 'A') and i not in inside and tokens[i + 1].startswith(_VOWELS) \
                 and not tokens[i + 1].startswith(('one', 'Eu')): tokens[i] += 'n'   # 'a one-year', 'a European'
 
+# %% ../nbs/02b_synthetic.ipynb 14
 def _one_sentence(r: random.Random, scheme: str) -> TaggedSentence:
     "One synthetic sentence: a template, maybe with a clause before or after it."
     template = r.choice(_TEMPLATES)
@@ -188,7 +190,7 @@ def synthetic_ner(n_sentences: int, # how many sentences
             out.append(s)
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 13
+# %% ../nbs/02b_synthetic.ipynb 17
 def synthetic_corpus(n_sentences: int, # how many lines
                      seed: int = 1, # the same seed gives the same text
                      exclude: Iterable[TaggedSentence] = (), # sentences that must not appear (e.g. an NER test set)
@@ -203,7 +205,7 @@ def synthetic_corpus(n_sentences: int, # how many lines
         seen.add(tuple(s.tokens)); out.append(detokenize(s.tokens))
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 16
+# %% ../nbs/02b_synthetic.ipynb 20
 SAMPLE_SIZES = {'train': 2000, 'dev': 300, 'test': 300, 'corpus': 8000}
 SAMPLE_SEEDS = {'ner': 0, 'corpus': 1}
 
