@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 
 from .core import BertConfig, check_positive_int
@@ -122,7 +123,7 @@ def _constrained(model, probs, scheme):
 
 register_decoder('constrained', _constrained)   # `decode='constrained'` in predict_ner, NERPipeline and the engine
 
-# %% ../nbs/10_real_ner.ipynb 21
+# %% ../nbs/10_real_ner.ipynb 22
 def pack(emissions: Tensor,   # (B, T, C) scores of every position
          mask: Tensor,        # (B, T) True at the positions that carry a tag (anywhere: first sub-words, say)
          tags: Tensor | None = None, # (B, T) tag ids (anything, -100 say, where mask is False)
@@ -136,6 +137,7 @@ def pack(emissions: Tensor,   # (B, T, C) scores of every position
     packed_tags = None if tags is None else tags.gather(1, order)
     return packed, mask.gather(1, order), packed_tags
 
+# %% ../nbs/10_real_ner.ipynb 24
 class CRF(nn.Module):
     """A linear-chain conditional random field over tags: a sequence's score is the sum of its emissions, its
     transitions and its start and end scores; training maximises the log-likelihood (forward algorithm), decoding
@@ -161,56 +163,61 @@ class CRF(nn.Module):
             raise ValueError(f"emissions must be (batch, length, {self.num_tags}), got {tuple(emissions.shape)}")
         if mask.shape != emissions.shape[:2]: raise ValueError(f"mask has shape {tuple(mask.shape)}, emissions {tuple(emissions.shape[:2])}")
 
-    def log_likelihood(self, emissions: Tensor, # (B, T, C)
-                       tags: Tensor,            # (B, T) gold tag ids; ignored (may be -100) where mask is False
-                       mask: Tensor,            # (B, T) the positions that carry a tag
-                      ) -> Tensor:
-        "(B,) log p(tags | emissions) of each row, in float32; 0 for a row with no tagged position."
-        self._check(emissions, mask)
-        if tags.shape != mask.shape: raise ValueError(f"tags have shape {tuple(tags.shape)}, mask {tuple(mask.shape)}")
-        em, m, y = pack(emissions.float(), mask, tags)                  # (B, T', C), (B, T'), (B, T')
-        B = em.shape[0]
-        if em.shape[1] == 0: return em.new_zeros(B)
-        bad = y[m]
-        if bad.numel() and (bad.min() < 0 or bad.max() >= self.num_tags):
-            raise ValueError(f"tags at masked-in positions must be in [0, {self.num_tags}), got {bad.min().item()}..{bad.max().item()}")
-        y = y.clamp(0, self.num_tags - 1)                              # outside the mask: any valid id, never read
-        lengths, rows = m.sum(1), torch.arange(B, device=em.device)
-        # the gold path's score
-        gold = self.start_transitions[y[:, 0]] + em[rows, 0, y[:, 0]]
-        for t in range(1, em.shape[1]):
-            step = self.transitions[y[:, t - 1], y[:, t]] + em[rows, t, y[:, t]]
-            gold = gold + step * m[:, t]
-        last = y.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        gold = gold + self.end_transitions[last]
-        # the log-partition: every path's score, summed in log space (the forward algorithm)
-        alpha = self.start_transitions + em[:, 0]                     # (B, C)
-        for t in range(1, em.shape[1]):
-            nxt = torch.logsumexp(alpha[:, :, None] + self.transitions[None] + em[:, t, None, :], dim=1)
-            alpha = torch.where(m[:, t, None], nxt, alpha)
-        log_z = torch.logsumexp(alpha + self.end_transitions, dim=1)
-        return torch.where(lengths > 0, gold - log_z, torch.zeros_like(gold))
-
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         "The negative log-likelihood summed over the batch (divide by what you average over)."
         return -self.log_likelihood(emissions, tags, mask).sum()
 
-    def decode_packed(self, scores: Tensor, mask: Tensor, constrained: bool = True) -> list[list[int]]:
-        "Viterbi over prefix-masked (B, T, C) scores with the learned transitions (plus the grammar's -inf, if `constrained`)."
-        g = (self.start_grammar, self.transition_grammar, self.end_grammar) if constrained else (0, 0, 0)
-        with torch.no_grad():
-            return viterbi(scores, mask, self.transitions + g[1], self.start_transitions + g[0], self.end_transitions + g[2])
-
-    def decode(self, emissions: Tensor, # (B, T, C)
-               mask: Tensor,            # (B, T) the positions that carry a tag, anywhere in the row
-               constrained: bool = True, # forbid the steps the labels' grammar forbids (when the CRF knows its labels)
-              ) -> list[list[int]]:
-        "The best tag sequence of each row over its masked-in positions (in order); [] for a row with none."
-        self._check(emissions, mask)
-        em, m, _ = pack(emissions.float(), mask)
-        return self.decode_packed(em, m, constrained)
-
     def extra_repr(self) -> str: return f'num_tags={self.num_tags}'
+
+# %% ../nbs/10_real_ner.ipynb 26
+@patch
+def log_likelihood(self: CRF, emissions: Tensor, # (B, T, C)
+                   tags: Tensor,            # (B, T) gold tag ids; ignored (may be -100) where mask is False
+                   mask: Tensor,            # (B, T) the positions that carry a tag
+                  ) -> Tensor:
+    "(B,) log p(tags | emissions) of each row, in float32; 0 for a row with no tagged position."
+    self._check(emissions, mask)
+    if tags.shape != mask.shape: raise ValueError(f"tags have shape {tuple(tags.shape)}, mask {tuple(mask.shape)}")
+    em, m, y = pack(emissions.float(), mask, tags)                  # (B, T', C), (B, T'), (B, T')
+    B = em.shape[0]
+    if em.shape[1] == 0: return em.new_zeros(B)
+    bad = y[m]
+    if bad.numel() and (bad.min() < 0 or bad.max() >= self.num_tags):
+        raise ValueError(f"tags at masked-in positions must be in [0, {self.num_tags}), got {bad.min().item()}..{bad.max().item()}")
+    y = y.clamp(0, self.num_tags - 1)                              # outside the mask: any valid id, never read
+    lengths, rows = m.sum(1), torch.arange(B, device=em.device)
+    # the gold path's score
+    gold = self.start_transitions[y[:, 0]] + em[rows, 0, y[:, 0]]
+    for t in range(1, em.shape[1]):
+        step = self.transitions[y[:, t - 1], y[:, t]] + em[rows, t, y[:, t]]
+        gold = gold + step * m[:, t]
+    last = y.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+    gold = gold + self.end_transitions[last]
+    # the log-partition: every path's score, summed in log space (the forward algorithm)
+    alpha = self.start_transitions + em[:, 0]                     # (B, C)
+    for t in range(1, em.shape[1]):
+        nxt = torch.logsumexp(alpha[:, :, None] + self.transitions[None] + em[:, t, None, :], dim=1)
+        alpha = torch.where(m[:, t, None], nxt, alpha)
+    log_z = torch.logsumexp(alpha + self.end_transitions, dim=1)
+    return torch.where(lengths > 0, gold - log_z, torch.zeros_like(gold))
+
+# %% ../nbs/10_real_ner.ipynb 28
+@patch
+def decode_packed(self: CRF, scores: Tensor, mask: Tensor, constrained: bool = True) -> list[list[int]]:
+    "Viterbi over prefix-masked (B, T, C) scores with the learned transitions (plus the grammar's -inf, if `constrained`)."
+    g = (self.start_grammar, self.transition_grammar, self.end_grammar) if constrained else (0, 0, 0)
+    with torch.no_grad():
+        return viterbi(scores, mask, self.transitions + g[1], self.start_transitions + g[0], self.end_transitions + g[2])
+
+@patch
+def decode(self: CRF, emissions: Tensor, # (B, T, C)
+           mask: Tensor,            # (B, T) the positions that carry a tag, anywhere in the row
+           constrained: bool = True, # forbid the steps the labels' grammar forbids (when the CRF knows its labels)
+          ) -> list[list[int]]:
+    "The best tag sequence of each row over its masked-in positions (in order); [] for a row with none."
+    self._check(emissions, mask)
+    em, m, _ = pack(emissions.float(), mask)
+    return self.decode_packed(em, m, constrained)
 
 def word_start_mask(word_ids: Sequence[Sequence[int | None]], # per sequence, the word of each token (None for specials)
                     length: int | None = None,                # pad to this many positions
@@ -225,7 +232,7 @@ def word_start_mask(word_ids: Sequence[Sequence[int | None]], # per sequence, th
             prev = w
     return mask
 
-# %% ../nbs/10_real_ner.ipynb 27
+# %% ../nbs/10_real_ner.ipynb 34
 class BertCRFForTokenClassification(BertForTokenClassification):
     """BERT with a linear tagger and a CRF on top: the linear layer gives each token's emission scores, the CRF scores
     whole tag sequences over the labelled positions (labels != -100: the first sub-words). The loss is the negative
