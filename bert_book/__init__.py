@@ -7,10 +7,11 @@
 `bb.load(folder)` answers `.ner`, `.classify`, `.fill_mask` and `.encode` (one str gives one result, a list a list);
 `bb.train_ner`, `bb.train_classifier` and `bb.pretrain_mlm` fine-tune and pre-train (each returns
 `bb.Trained(model, history)`); `bb.load_model`,
-`bb.from_pretrained` and `bb.save_pretrained` move checkpoint folders (transformers' layout) in and out. Each module is
+`bb.from_pretrained` and `bb.save_pretrained` move checkpoint folders (transformers' layout) in and out;
+`bb.export_onnx` writes a folder that `bb.load` serves through onnxruntime. Each module is
 one chapter of the book, and imports only the chapters before it: core, tokenizer, data, datasets, synthetic, masking,
 encoder, heads, training, mlm, metrics, alignment, token_classification, pretrained, crf, classification, compression,
-ood, engine, service, loadtest, operations, demo, cli."""
+ood, engine, service, loadtest, operations, runtimes, demo, cli."""
 __version__ = "0.1.0"
 # nbdev_export rewrites only the version line; the rest of this file, the front door, is written by hand.
 
@@ -27,8 +28,9 @@ from .crf import BertCRFForTokenClassification
 from .classification import evaluate_classifier, new_classifier, train_classifier
 from .engine import Engine, load
 from .operations import serve
+from .runtimes import export_onnx
 
-__all__ = ['load', 'Engine', 'serve', 'load_model', 'from_pretrained', 'save_pretrained', 'train_ner', 'evaluate_ner',
+__all__ = ['load', 'Engine', 'serve', 'export_onnx', 'load_model', 'from_pretrained', 'save_pretrained', 'train_ner', 'evaluate_ner',
            'NERPipeline', 'train_classifier', 'evaluate_classifier', 'new_classifier', 'pretrain_mlm', 'Trained', 'Trainer',
            'TrainingConfig', 'BertConfig', 'BertTokenizer', 'train_wordpiece', 'BertForMaskedLM',
            'BertForTokenClassification', 'BertForSequenceClassification', 'BertCRFForTokenClassification',

@@ -21,14 +21,15 @@ from .training import TrainingConfig
 from .pretrained import folder_task
 from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
 from .ood import GUARD_FILE, GUARD_METHODS, POOLINGS, fit_guard
-from .engine import Engine
+from .engine import DTYPES, Engine
+from .runtimes import export_onnx
 from .service import Limits, free_port
 from .operations import API_KEY_ENV, LOG_FORMATS, serve
 from .demo import main as demo_main
 
 # %% auto 0
 __all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_compress',
-           'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'run_here', 'ServeProcess']
+           'cmd_export_onnx', 'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'run_here', 'ServeProcess']
 
 # %% ../nbs/16_cli.ipynb 7
 PROG = 'bert-book'
@@ -57,10 +58,10 @@ def _read_sentences(path: str, what: str) -> list:
     return sentences
 
 def _training_config(args, **defaults) -> TrainingConfig:
-    "The TrainingConfig of the common options (--epochs, --max-steps, --batch-size, --lr, --seed, --device)."
+    "The TrainingConfig of the common options (--epochs, --max-steps, --batch-size, --lr, --seed, --device, --precision)."
     return TrainingConfig(num_epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, progress=not args.no_progress,
-                          group_by_length=True, **defaults)
+                          group_by_length=True, precision=args.precision, **defaults)
 
 # %% ../nbs/16_cli.ipynb 9
 def _texts_of(path: str | None, max_texts: int | None) -> list[str]:
@@ -193,10 +194,17 @@ def cmd_compress(args) -> int:
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}))
     return 0
 
+def cmd_export_onnx(args) -> int:
+    "Write a model folder as model.onnx (dynamic batch and length) with its config and tokenizer, for onnxruntime (chapter 14d)."
+    folder = export_onnx(args.model_dir, args.output_dir)
+    print(json.dumps({'output_dir': str(folder), 'files': sorted(p.name for p in folder.iterdir())}))
+    return 0
+
 def cmd_predict(args) -> int:
     "Print one JSON object per text: its entities (a tagger) or its label and scores (a sentence classifier)."
     texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
-    engine = Engine.from_folder(args.model_dir, device=args.device, aggregation=args.aggregation, decode=args.decode)
+    engine = Engine.from_folder(args.model_dir, device=args.device, aggregation=args.aggregation, decode=args.decode,
+                                dtype=args.dtype)
     if args.decode is not None and engine.task != 'token-classification':
         raise UserError(f"--decode chooses how a tagger's tags are decoded; {args.model_dir} holds a {engine.task} model")
     if engine.task == 'sequence-classification':
@@ -211,8 +219,8 @@ def cmd_serve(args) -> int:
     limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch_size=args.max_batch_size,
                     batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching)
     serve(args.model_dir, args.host, args.port, device=args.device, limits=limits, log_level=args.log_level,
-          threads=args.threads, quantize=args.quantize, api_key=args.api_key, log_format=args.log_format,
-          workers=args.workers, drain_seconds=args.drain_seconds)
+          threads=args.threads, quantize=args.quantize, dtype=args.dtype, api_key=args.api_key,
+          log_format=args.log_format, workers=args.workers, drain_seconds=args.drain_seconds)
     return 0
 
 # %% ../nbs/16_cli.ipynb 11
@@ -245,6 +253,7 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: float, batch_size:
     p.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('--precision', choices=('auto', 'fp32', 'bf16', 'fp16'), default='auto', help="autocast precision: auto is bf16 on a GPU that has it, else fp32; bf16 on a CPU with bf16 instructions (chapter 14d); fp16 on a GPU only (default: %(default)s)")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `bert-book` argument parser and its subcommands."
@@ -304,7 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--aggregation', choices=AGGREGATIONS, default='first', help='how sub-word tags become word tags (default: %(default)s)')
     p.add_argument('--decode', choices=tuple(DECODERS), default=None, help="how a tagger's tags are decoded: per word, the best sequence the tag grammar allows, or the model's CRF (default: crf for a CRF tagger, else argmax)")
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
+    p.add_argument('--dtype', choices=(*DTYPES, 'auto'), default=None, help="the weights' dtype: bfloat16, or auto (bfloat16 where the CPU has bf16 instructions; chapter 14d) (default: float32)")
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser('export-onnx', help='write a model folder as ONNX for onnxruntime', description=cmd_export_onnx.__doc__)
+    p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger, masked-language-model or sentence-classifier folder (read, never changed)')
+    p.add_argument('output_dir', metavar='OUTPUT_DIR', help='the folder to write: model.onnx, config.json, tokenizer (new or empty)')
+    p.set_defaults(run=cmd_export_onnx)
 
     p = sub.add_parser('serve', help='serve a model folder over HTTP (REST, micro-batched)', description=cmd_serve.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger, masked-language-model or sentence-classifier folder')
@@ -318,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-batching', action='store_true', help='run each request alone (for comparison)')
     p.add_argument('--threads', type=_positive_int, default=None, help="torch's CPU threads; next to other busy processes use fewer than the cores (default: the CPUs this process may use)")
     p.add_argument('--quantize', default=None, choices=QUANTIZATIONS, help='quantise the float32 weights as they load: int8 on the CPU (chapter 12); its answers depend on the other texts in a micro-batch (one activation scale per call: about 0.01 in probability); where an answer must not change, send one text per request with --no-batching')
+    p.add_argument('--dtype', choices=(*DTYPES, 'auto'), default=None, help="the weights' dtype: bfloat16, or auto (bfloat16 where the CPU has bf16 instructions; chapter 14d) (default: float32)")
     p.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'), help='uvicorn log level (default: %(default)s)')
     p.add_argument('--api-key', default=None, metavar='KEY', help=f'require "Authorization: Bearer KEY" on every route but /health and /ready (default: ${API_KEY_ENV}, else no key; prefer the variable: a command line is visible to other users)')
     p.add_argument('--log-format', default='text', choices=LOG_FORMATS, help='the access log, one line per request: text or one JSON object (default: %(default)s)')

@@ -206,11 +206,11 @@ def _log_to_stderr(log_level: str) -> None:
     access_log.setLevel(log_level.upper())
 
 def _serve_one(sock, folder, host, port, *, device, limits, log_level, threads, quantize, api_key, log_format,
-               drain_seconds):
+               drain_seconds, dtype=None):
     "One worker: load, build the app, serve on `sock` (shared with the other workers) or bind `host:port`."
     uvicorn = _need('uvicorn')
     torch.set_num_threads(threads)
-    engine = Engine.from_folder(folder, device=device, quantize=quantize)
+    engine = Engine.from_folder(folder, device=device, quantize=quantize, dtype=dtype)
     app = operate(create_app(engine, limits), api_key=api_key, log_format=log_format)
     _log_to_stderr(log_level)
     _logger.info('serving %r with %d threads (pid %d)', engine, torch.get_num_threads(), os.getpid())
@@ -236,6 +236,7 @@ def serve(folder: str | Path,           # the model folder
           threads: int | None = None,   # torch's CPU threads in all; default `default_threads()`. Next to another busy
                                         # process, fewer threads than cores avoids oversubscription (many times slower)
           quantize: str | None = None,  # 'int8': serve the weights quantised at load time (CPU only; chapter 12)
+          dtype: str | None = None,     # 'bfloat16', or 'auto' (bf16 where the CPU has it; chapter 14d); default float32
           api_key: str | None = None,   # require `Authorization: Bearer <key>`; default: $BERT_BOOK_API_KEY, else none
           log_format: str = 'text',     # the access log: 'text' or 'json'
           workers: int = 1,             # processes, each with its own model and its share of `threads`
@@ -246,7 +247,7 @@ def serve(folder: str | Path,           # the model folder
     if log_format not in LOG_FORMATS: raise ValueError(f"log_format={log_format!r}; choose one of {LOG_FORMATS}")
     if not Path(folder).is_dir(): raise FileNotFoundError(f"no model folder at {folder}")
     if not 0 <= drain_seconds <= 3600: raise ValueError(f"drain_seconds must be in [0, 3600], got {drain_seconds!r}")
-    options = dict(device=device, limits=limits, log_level=log_level, quantize=quantize,
+    options = dict(device=device, limits=limits, log_level=log_level, quantize=quantize, dtype=dtype,
                    api_key=resolve_api_key(api_key), log_format=log_format, drain_seconds=drain_seconds)
     total = threads or default_threads()
     if workers == 1: return _serve_one(None, folder, host, port, threads=total, **options)

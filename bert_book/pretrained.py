@@ -24,24 +24,27 @@ from .training import register_encoder_loader
 _logger = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'TASKS', 'ARCHITECTURES', 'find_weights', 'load_state_dict',
-           'weights_sha256', 'load_config', 'align_keys', 'LoadingInfo', 'load_weights', 'from_pretrained',
-           'save_pretrained', 'register_architecture', 'class_task', 'folder_class', 'folder_task', 'load_model',
-           'mean_pool', 'encode_sentences']
+__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'FOLDER_LOADERS', 'TASKS', 'ARCHITECTURES', 'find_weights',
+           'load_state_dict', 'weights_sha256', 'load_config', 'align_keys', 'LoadingInfo', 'load_weights',
+           'from_pretrained', 'save_pretrained', 'register_architecture', 'register_folder_loader', 'class_task',
+           'folder_class', 'folder_task', 'load_model', 'mean_pool', 'encode_sentences']
 
 # %% ../nbs/09_pretrained.ipynb 7
 WEIGHTS_NAME = 'model.safetensors'                   # what transformers writes today
 WEIGHTS_INDEX_NAME = 'model.safetensors.index.json'  # a checkpoint cut into shards: tensor name -> shard file
 PT_WEIGHTS_NAME = 'pytorch_model.bin'                # older checkpoints: a pickled state dict
 
+FOLDER_LOADERS: dict = {}   # a weights file of another runtime (e.g. 'model.onnx') -> how `load_model` builds its model
+
 def find_weights(folder: str | Path, # a checkpoint folder
                 ) -> Path:
-    "The weights file of a checkpoint folder: model.safetensors, else its shard index, else pytorch_model.bin."
+    "The weights file of a checkpoint folder: model.safetensors, else its shard index, else pytorch_model.bin, else a `FOLDER_LOADERS` file."
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
-    for name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME):
+    names = (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME, *FOLDER_LOADERS)
+    for name in names:
         if (folder / name).is_file(): return folder / name
-    raise FileNotFoundError(f"{folder} holds no weights: none of {WEIGHTS_NAME}, {WEIGHTS_INDEX_NAME}, {PT_WEIGHTS_NAME}")
+    raise FileNotFoundError(f"{folder} holds no weights: none of {', '.join(names)}")
 
 # %% ../nbs/09_pretrained.ipynb 8
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -311,6 +314,13 @@ def register_architecture(cls: type,               # a subclass of one of TASKS'
     ARCHITECTURES[name or cls.__name__] = cls
     return cls
 
+def register_folder_loader(name: str,  # the weights file that marks such a folder, e.g. 'model.onnx'
+                           load,       # (folder, task, device) -> the model, for a folder holding `name` and no torch weights
+                          ):
+    "Let `load_model` (and so the engine) read folders of another runtime; returns `load` (usable as a decorator)."
+    FOLDER_LOADERS[name] = load
+    return load
+
 def class_task(cls: type) -> str:
     "The task a model class serves: 'encoder', 'masked-lm', 'token-classification' or 'sequence-classification'."
     return next('encoder' if t is None else t for t, c in TASKS.items() if issubclass(cls, c))
@@ -364,6 +374,10 @@ def load_model(folder: str | Path,           # a checkpoint folder
     if task not in (None, held, 'encoder'):
         raise ValueError(f"{folder} holds a {held} model, not a {task} one; from_pretrained({str(folder)!r}, "
                          f"{task!r}) puts a new {task} head on its encoder")
+    weights = find_weights(folder)
+    if weights.name in FOLDER_LOADERS:                      # another runtime's folder (chapter 14d: ONNX)
+        if task == 'encoder': raise ValueError(f"{weights}: a {weights.suffix} model has no torch encoder to train or read")
+        return FOLDER_LOADERS[weights.name](folder, held, device)
     model = _build(cls, folder, f'load_model({str(folder)!r})', device=device, attn_implementation=attn_implementation)
     if model.loading_info.missing_keys:
         raise ValueError(f"{folder}: config.json says {cls.__name__}, but {find_weights(folder).name} lacks "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb 3
 from __future__ import annotations
-import json, math, os, warnings
+import functools, json, logging, math, os, re, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -23,8 +23,8 @@ from .masking import IGNORE_INDEX
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
-           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'to_device', 'History', 'Trained',
-           'register_encoder_loader', 'start_from', 'evaluate_batches', 'Trainer']
+           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'cpu_has_bf16', 'to_device', 'History',
+           'Trained', 'register_encoder_loader', 'start_from', 'evaluate_batches', 'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
 SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
@@ -44,7 +44,7 @@ class TrainingConfig:
     warmup_steps: int | None = None
     schedule: str = 'linear'           # decay after warm-up: 'linear', 'cosine' or 'constant'
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None to not clip
-    precision: str = 'auto'            # 'fp32', 'bf16', 'fp16' or 'auto' (bf16 on a GPU that has it, else fp32)
+    precision: str = 'auto'            # 'fp32', 'bf16', 'fp16' or 'auto' (bf16 on a GPU that has it in hardware, else fp32)
     eval_every: int | None = None      # evaluate every n optimizer steps (and at the end); None: once per epoch
     metric_for_best: str = 'loss'      # which evaluation metric chooses the best checkpoint and early stopping
     greater_is_better: bool | None = None  # None: infer (loss and perplexity lower, anything else higher)
@@ -172,11 +172,22 @@ def seed_rank(rank: int):  # this process's rank
     torch.manual_seed(_RANK_SEED)                        # the CPU and every GPU
 
 # %% ../nbs/06_training.ipynb 22
+_logger = logging.getLogger(__name__)
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    "Whether the CPU has bf16 in hardware (/proc/cpuinfo: avx512_bf16, amx_bf16, Arm's bf16); else emulated, slower than fp32."
+    try: info = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return re.search(r'^(flags|Features)\s*:.*\b(avx512_bf16|amx_bf16|bf16)\b', info, re.MULTILINE) is not None
+
 def _autocast_dtype(precision: str, device: torch.device):
-    "The autocast dtype for `precision` on `device`, or None for fp32."
+    "The autocast dtype for `precision` on `device`, or None for fp32; 'auto' logs what it picked."
     if precision == 'auto':
-        # bf16 only where the GPU has it in hardware (Ampere on): is_bf16_supported() alone also counts emulation
+        # bf16 only where the chip has it in hardware: is_bf16_supported() alone also counts emulation
+        # the CPU stays in fp32 even with bf16 instructions (cpu_has_bf16): the book's runs compare fp32 results exactly
         precision = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else 'fp32'
+        _logger.info("precision='auto' on %s: %s", device.type, precision)
     if precision == 'fp32': return None
     if precision == 'fp16' and device.type == 'cpu': raise ValueError("precision='fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
