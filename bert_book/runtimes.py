@@ -121,7 +121,7 @@ class OnnxModel(nn.Module):
             raise ValueError(f"{self.path}: inputs {self.inputs} and outputs {self.outputs} are not what export_onnx writes")
         self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)   # the device (CPU) and dtype the engine reads
         weights = _initializers(self.path)
-        self.num_parameters = sum(int(a.size) for a in weights.values())   # what `/v1/model` reports
+        self.num_weights = sum(int(a.size) for a in weights.values())   # what `/v1/model` reports
         # what it computes in, for the engine and the guard: onnxruntime's dynamic quantisation stores int8 weights
         self.precision = 'int8' if any(a.dtype.itemsize == 1 for a in weights.values()) else 'float32'
         if task == 'sequence-classification': self.classifier, self.dropout = _classifier(weights, self.path, config), nn.Identity()

@@ -253,7 +253,7 @@ def engine_info(engine: Engine) -> dict:
             'decode': engine._ner.decode if engine._ner is not None else None,
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task in ('token-classification', 'sequence-classification') else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
-            'parameters': getattr(engine.model, 'num_parameters', None) or count_weights(engine.model), 'quantize': engine.quantize, 'precision': engine.precision,
+            'parameters': getattr(engine.model, 'num_weights', None) or count_weights(engine.model), 'quantize': engine.quantize, 'precision': engine.precision,
             'batch_invariant': engine.precision != 'int8', 'max_length': engine.max_length,
             'outputs': ('value' if c.num_labels == 1 else 'probabilities') if engine.task == 'sequence-classification' else None,
             'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(), 'pid': os.getpid(),
