@@ -24,8 +24,8 @@ from .training import Trained, Trainer, TrainingConfig, start_from
 
 # %% auto 0
 __all__ = ['classification_scores', 'majority_label', 'bow_terms', 'BowClassifier', 'fit_bow', 'ClassificationDataset',
-           'encode_texts', 'ClassificationCollator', 'predict_logits', 'evaluate_classifier', 'new_classifier',
-           'count_parameters', 'train_classifier', 'LoRALinear', 'add_lora', 'merge_lora']
+           'encode_pairs', 'encode_texts', 'ClassificationCollator', 'predict_logits', 'evaluate_classifier',
+           'new_classifier', 'count_parameters', 'train_classifier', 'LoRALinear', 'add_lora', 'merge_lora']
 
 # %% ../nbs/11_classification.ipynb 8
 def classification_scores(y_true: Sequence[str],          # gold labels
@@ -112,7 +112,7 @@ def fit_bow(train: Sequence[LabelledText],  # training examples
 
 # %% ../nbs/11_classification.ipynb 21
 class ClassificationDataset:
-    "Encoded examples for the Trainer: `[CLS] text [SEP]` ids and a label id each, with their lengths."
+    "Encoded examples for the Trainer: `[CLS] text [SEP]` (or a pair's) ids and a label id each, with their lengths."
     def __init__(self, items: list[dict], truncated: list[int]):
         self.items, self.truncated = items, truncated
         self.lengths = [len(x['input_ids']) for x in items]
@@ -126,9 +126,29 @@ def _check_examples(examples, what: str) -> list[LabelledText]:
     for i, x in enumerate(out):
         if not isinstance(x, LabelledText): raise TypeError(f"{what} {i} is {type(x).__name__}, expected LabelledText")
         if not x.text.strip(): raise ValueError(f"{what} {i} has an empty text")
+        if x.pair is not None and not x.pair.strip(): raise ValueError(f"{what} {i} has an empty second text (pair)")
+    if len({x.pair is None for x in out}) > 1:
+        raise ValueError(f"{what}s mix single texts and pairs: give every one a pair, or none")
     return out
 
-def encode_texts(examples: Sequence[LabelledText], # the examples
+def encode_pairs(tokenizer,              # a `BertTokenizer`
+                 texts: Sequence[str],   # the first texts (token type 0)
+                 pairs: Sequence[str] | None,  # the second texts (token type 1); None: single texts
+                 max_length: int,        # tokens per sequence, [CLS] and [SEP]s included
+                ) -> tuple[list[list[int]], list[list[int]] | None, list[int]]:
+    """(input_ids, token_type_ids, the indices of the cut ones). A single text is cut at its end, [SEP] kept (chapter 8's
+    `truncate_ids`); a pair loses tokens from its longer side first, as transformers' `longest_first` does."""
+    full = tokenizer(list(texts), None if pairs is None else list(pairs))
+    cut = [i for i, s in enumerate(full['input_ids']) if len(s) > max_length]
+    if pairs is None:
+        return [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in full['input_ids']], None, cut
+    ids, types = full['input_ids'], full['token_type_ids']
+    if cut:                                        # only the long ones go through the tokenizer's truncation
+        short = tokenizer([texts[i] for i in cut], [pairs[i] for i in cut], truncation='longest_first', max_length=max_length)
+        for j, i in enumerate(cut): ids[i], types[i] = short['input_ids'][j], short['token_type_ids'][j]
+    return ids, types, cut
+
+def encode_texts(examples: Sequence[LabelledText], # the examples (single texts, or pairs)
                  tokenizer,                        # a `BertTokenizer`
                  label2id: dict[str, int],         # label -> class id
                  max_length: int = 128,            # longer texts are cut to this many tokens ([SEP] kept)
@@ -139,20 +159,22 @@ def encode_texts(examples: Sequence[LabelledText], # the examples
     if max_length < 2: raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
     for i, x in enumerate(examples):
         if x.label not in label2id: raise ValueError(f"{what} {i}: label {x.label!r} is not one of {list(label2id)}")
-    ids = tokenizer([x.text for x in examples])['input_ids']
-    items, truncated = [], []
-    for i, (seq, x) in enumerate(zip(ids, examples)):
-        if len(seq) > max_length: truncated.append(i)
-        items.append({'input_ids': truncate_ids(seq, max_length, tokenizer.sep_token_id), 'labels': label2id[x.label]})
+    pairs = [x.pair for x in examples] if examples and examples[0].pair is not None else None
+    ids, types, truncated = encode_pairs(tokenizer, [x.text for x in examples], pairs, max_length)
+    items = [{'input_ids': s, 'labels': label2id[x.label]} for s, x in zip(ids, examples)]
+    if types is not None:
+        for item, t in zip(items, types): item['token_type_ids'] = t
     return ClassificationDataset(items, truncated)
 
 class ClassificationCollator:
-    "Pad a list of encoded examples to the longest: input_ids, attention_mask and one label per example."
+    "Pad a list of encoded examples to the longest: input_ids, attention_mask (token_type_ids for pairs), a label each."
     def __init__(self, pad_token_id: int): self.pad_token_id = pad_token_id
     def __call__(self, items: list[dict]) -> dict:
         if not items: raise ValueError("cannot collate an empty list of examples")
         ids, mask = pad_ids([x['input_ids'] for x in items], self.pad_token_id)   # chapter 8
-        return {'input_ids': ids, 'attention_mask': mask, 'labels': torch.tensor([x['labels'] for x in items])}
+        batch = {'input_ids': ids, 'attention_mask': mask, 'labels': torch.tensor([x['labels'] for x in items])}
+        if 'token_type_ids' in items[0]: batch['token_type_ids'] = pad_ids([x['token_type_ids'] for x in items], 0)[0]
+        return batch
 
 # %% ../nbs/11_classification.ipynb 25
 @torch.inference_mode()
@@ -161,25 +183,31 @@ def predict_logits(model,                     # a `BertForSequenceClassification
                    texts: Sequence[str],      # the texts
                    batch_size: int = 64,      # texts per forward pass
                    max_length: int | None = None, # default: the tokenizer's and the model's limit
+                   pairs: Sequence[str] | None = None, # a pair classifier's second texts, one per text
                   ) -> Tensor:
     "Class logits (N, C) in float32 on the CPU, in the order of `texts`; batched by length, padded per batch."
     texts = check_texts(texts)
+    if pairs is not None and len(check_texts(pairs, 'pairs')) != len(texts):
+        raise ValueError(f"pairs has {len(pairs)} texts, texts has {len(texts)}: give one second text per text")
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     max_length = limit if max_length is None else min(max_length, limit)
     device = next(model.parameters()).device
-    ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]
-    step = lambda x, mask, _: model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()   # (B, C)
+    ids, types, _ = encode_pairs(tokenizer, texts, pairs, max_length)
+    def step(x, mask, rows):                                                                # (B, C)
+        t = None if types is None else pad_ids([types[k] for k in rows], 0)[0].to(device)
+        return model(x.to(device), attention_mask=mask.to(device), token_type_ids=t).logits.float().cpu()
     with eval_mode(model): rows = forward_by_length(ids, batch_size, tokenizer.pad_token_id, step)   # (C,) per text
     return torch.stack(rows) if rows else torch.empty(0, model.config.num_labels)
 
 def evaluate_classifier(model, tokenizer,
-                        examples: Sequence[LabelledText], # labelled examples
+                        examples: Sequence[LabelledText], # labelled examples (single texts, or pairs)
                         batch_size: int = 64, max_length: int | None = None) -> dict:
     "Loss, accuracy, macro-F1 (and the rest of `classification_scores`) of `model` on `examples`."
     examples = _check_examples(examples, 'example')
     if not examples: raise ValueError("evaluate_classifier needs at least one example, got none")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    logits = predict_logits(model, tokenizer, [x.text for x in examples], batch_size, max_length)
+    pairs = [x.pair for x in examples] if examples[0].pair is not None else None
+    logits = predict_logits(model, tokenizer, [x.text for x in examples], batch_size, max_length, pairs=pairs)
     gold = [x.label for x in examples]
     unknown = sorted(set(gold) - set(labels))
     if unknown: raise ValueError(f"labels {unknown} are not among the model's {labels}")

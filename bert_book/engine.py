@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from fastcore.basics import patch
 
 from .core import check_positive_int, check_texts, get_device
@@ -20,6 +22,8 @@ from .tokenizer import BertTokenizer
 from .training import cpu_has_bf16
 from .token_classification import DECODERS, NERPipeline, forward_by_length, truncate_ids
 from .compression import QUANTIZATIONS, model_precision, quantize_for_serving
+from .classification import predict_logits
+from .embeddings import Pooling, embed_ids, embedding_length, pooling_of, relevance
 from .ood import GUARD_FILE, OODGuard, classifier_forward
 
 _logger = logging.getLogger(__name__)
@@ -43,14 +47,16 @@ def serving_dtype(dtype: str | None,            # 'float32', 'bfloat16', 'auto' 
     if dtype not in DTYPES: raise ValueError(f"dtype={dtype!r}; choose one of {(*DTYPES, 'auto')} or None (float32)")
     return dtype
 
-SERVED_TASKS = ('token-classification', 'masked-lm', 'sequence-classification')   # what the engine answers
+SERVED_TASKS = ('token-classification', 'masked-lm', 'sequence-classification', 'encoder')   # what the engine answers
 
 # %% ../nbs/14_engine.ipynb 12
 class UnsupportedTask(ValueError):
     "The model folder does not serve this method (e.g. `ner` on a masked language model)."
 
-METHODS = {'encode': 'token-classification', 'ner': 'token-classification', 'fill_mask': 'masked-lm',
-            'classify': 'sequence-classification'}
+METHODS = {'encode': ('token-classification',), 'ner': ('token-classification',), 'fill_mask': ('masked-lm',),
+           'classify': ('sequence-classification',), 'embed': ('encoder',),
+           'score': ('encoder', 'sequence-classification'), 'rerank': ('encoder', 'sequence-classification')}
+# which tasks answer each method: `score` and `rerank` by an embedding's cosine or by a pair classifier (chapter 11a)
 
 def _one_or_many(method: Callable) -> Callable:
     "Let an engine method take one str, giving its one result, as well as a list of them, giving a list (as pipelines do)."
@@ -75,10 +81,10 @@ def _precision_mismatch(fitted: str, served: str) -> str:
     return why + f"fit the guard on the {served} model"
 
 class Engine:
-    "A model folder loaded once: `encode` (per-token logits) and `ner` (entities) for a tagger, `fill_mask` for an MLM, `classify` for a sentence classifier."
+    "A model folder loaded once: `encode` and `ner` for a tagger, `fill_mask` for an MLM, `classify` for a sentence classifier, `embed` for an encoder, `score` and `rerank` for the last two."
     def __init__(self, model,                   # a `BertForTokenClassification`, `BertForMaskedLM` or `BertForSequenceClassification`, on its device
                  tokenizer: BertTokenizer,      # its tokenizer
-                 task: str,                     # 'token-classification', 'masked-lm' or 'sequence-classification'
+                 task: str,                     # 'token-classification', 'masked-lm', 'sequence-classification' or 'encoder'
                  *,
                  batch_size: int = 32,          # sequences per forward pass
                  aggregation: str = 'first',    # how `ner` turns sub-word tags into word tags
@@ -87,6 +93,7 @@ class Engine:
                  weights_sha256: str | None = None,  # the digest of the weights (`pretrained.weights_sha256`), for `engine_info`
                  guard=None,                    # a sentence classifier's `bert_book.ood.OODGuard`: `classify` adds OOD scores
                  quantize: str | None = None,   # how `model` was quantised ('int8'), for `engine_info`
+                 pooling: Pooling | None = None,  # an encoder's: how `embed` pools (chapter 11a); None: `Pooling()`
                 ):
         if task not in SERVED_TASKS: raise ValueError(f"task={task!r}: the engine serves {SERVED_TASKS}")
         check_positive_int(batch_size, 'batch_size')
@@ -101,6 +108,7 @@ class Engine:
         self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device, decode=decode) \
                     if task == 'token-classification' else None
         self.guard = self._checked_guard(guard)
+        self.pooling = (pooling or Pooling()) if task == 'encoder' else None
 
     def _checked_guard(self, guard):
         "`guard` if it fits this model (task, classes, precision); a warning when it does not record its length."
@@ -160,6 +168,7 @@ class Engine:
                 else: raise ValueError(f"{folder}: its {type(model).__name__} runs in {model_precision(model)}; "
                                        f"it cannot be cast to dtype={dtype!r}")
             else: model = model.to(DTYPES[dtype])
+        if task == 'encoder': kwargs.setdefault('pooling', pooling_of(folder))   # a sentence-transformers folder's own
         return cls(model, BertTokenizer.from_pretrained(folder), task, source=folder.resolve().name,
                    weights_sha256=digest, guard=guard, quantize=quantize, **kwargs)
 
@@ -169,10 +178,10 @@ class Engine:
         return dict(self.model.config.id2label)
 
     def require(self, method: str):
-        "Raise `UnsupportedTask` unless this model serves `method` ('encode', 'ner' or 'fill_mask')."
-        if METHODS[method] != self.task:
-            served = [m for m, t in METHODS.items() if t == self.task]
-            raise UnsupportedTask(f"this is a {self.task} model: it serves {' and '.join(served)}, not {method}")
+        "Raise `UnsupportedTask` unless this model serves `method` (a key of `METHODS`)."
+        if self.task not in METHODS[method]:
+            served = [m for m, tasks in METHODS.items() if self.task in tasks]
+            raise UnsupportedTask(f"this is {'an' if self.task[0] in 'aeiou' else 'a'} {self.task} model: it serves {' and '.join(served)}, not {method}")
 
     def __repr__(self):
         return (f"Engine(task={self.task!r}, source={self.source!r}, device={self.device.type!r}, "
@@ -302,3 +311,74 @@ def load(folder: str | Path,  # a tagger, masked language model or sentence clas
         ) -> Engine:
     "The engine for whatever `folder` holds, loaded once: `load(folder).ner(text)`, `.classify`, `.fill_mask`, `.encode`."
     return Engine.from_folder(folder, **options)
+
+# %% ../nbs/14_engine.ipynb 37
+@patch
+@_one_or_many
+def embed(self: Engine,
+          texts: Sequence[str],   # the texts; [] gives an empty (0, H) matrix
+         ) -> Tensor:
+    "One float32 vector per text (N, H), pooled and normalised as the folder says (chapter 11a); one str gives (H,)."
+    texts = check_texts(texts)
+    self.require('embed')
+    n = embedding_length(self.model, self.tokenizer, self.pooling)
+    ids = [truncate_ids(s, n, self.tokenizer.sep_token_id) for s in self.tokenizer(texts)['input_ids']] if texts else []
+    with self._lock: return embed_ids(self.model, ids, self.pooling, self.batch_size, self.tokenizer.pad_token_id)
+
+@patch
+def count_tokens(self: Engine,
+                 texts: Sequence[str],               # first texts
+                 pairs: Sequence[str] | None = None, # second texts, for pairs
+                ) -> list[int]:
+    "Tokens each text (or pair) costs the model, [CLS] and [SEP] included, after the engine's cut: what `usage` reports."
+    n = embedding_length(self.model, self.tokenizer, self.pooling) if self.task == 'encoder' else self.max_length
+    return [min(len(s), n) for s in self.tokenizer(list(texts), pairs)['input_ids']] if texts else []
+
+def _check_pairs(pairs) -> list[tuple[str, str]]:
+    if isinstance(pairs, (str, tuple)): raise TypeError("pairs must be a list of (query, document) tuples")
+    out = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pairs]
+    for i, p in enumerate(out):
+        if not (isinstance(p, tuple) and len(p) == 2): raise TypeError(f"pairs[{i}] is not a (query, document) pair")
+        check_texts(list(p), f'pairs[{i}]')
+    return out
+
+@patch
+def score_pairs(self: Engine,
+                pairs: Sequence[tuple[str, str]],  # (query, document) pairs
+               ) -> list[float]:
+    "A relevance score per pair: the cosine of the two embeddings (an encoder), or a pair classifier's `relevance`."
+    self.require('score')
+    pairs = _check_pairs(pairs)
+    if not pairs: return []
+    if self.task == 'encoder':                           # each distinct text embedded once
+        texts = list(dict.fromkeys(t for p in pairs for t in p))
+        vectors = dict(zip(texts, self.embed(texts)))
+        return F.cosine_similarity(torch.stack([vectors[q] for q, _ in pairs]),
+                                   torch.stack([vectors[d] for _, d in pairs]), dim=-1).tolist()
+    with self._lock:
+        logits = predict_logits(self.model, self.tokenizer, [q for q, _ in pairs], self.batch_size, self.max_length,
+                                pairs=[d for _, d in pairs])
+    return relevance(logits).tolist()
+
+@patch
+def score(self: Engine,
+          query: str,                       # the query
+          documents: str | Sequence[str],   # one document (one score) or a list (a list)
+         ) -> float | list[float]:
+    "How relevant each document is to `query`: a cosine (an encoder) or a probability (a cross-encoder)."
+    if not isinstance(query, str): raise TypeError(f"query must be a str, got {type(query).__name__}")
+    one = isinstance(documents, str)
+    scores = self.score_pairs([(query, d) for d in check_texts([documents] if one else documents, 'documents')])
+    return scores[0] if one else scores
+
+@patch
+def rerank(self: Engine,
+           query: str,
+           documents: Sequence[str],   # the candidates
+           top_n: int | None = None,   # how many to return; None: all
+          ) -> list[dict]:
+    "The documents by relevance, best first: `{'index', 'score', 'document'}`, `index` into `documents`; ties keep their order."
+    if top_n is not None: check_positive_int(top_n, 'top_n')
+    scores = self.score(query, check_texts(documents, 'documents'))
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_n]
+    return [{'index': i, 'score': scores[i], 'document': documents[i]} for i in order]

