@@ -429,7 +429,7 @@ def run_here(*args) -> tuple[int, str, str]:
         except SystemExit as e: rc = e.code
     return rc, out.getvalue(), err.getvalue()
 
-# %% ../nbs/16_cli.ipynb 29
+# %% ../nbs/16_cli.ipynb 31
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -484,6 +484,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/16_cli.ipynb 33
+# %% ../nbs/16_cli.ipynb 35
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

@@ -22,7 +22,7 @@ from .tokenizer import BertTokenizer
 from .training import cpu_has_bf16
 from .token_classification import DECODERS, NERPipeline, forward_by_length, truncate_ids
 from .compression import QUANTIZATIONS, model_precision, quantize_for_serving
-from .classification import predict_logits
+from .classification import encode_pairs, predict_logits
 from .embeddings import Pooling, embed_ids, embedding_length, pooling_of, relevance
 from .ood import GUARD_FILE, OODGuard, classifier_forward
 
@@ -231,9 +231,27 @@ def encode(self: Engine,
 
 # %% ../nbs/14_engine.ipynb 23
 @patch
+def _classifier_outputs(self: Engine, texts: list[str], pairs: list[str] | None) -> tuple[list[bool], Tensor, Tensor | None]:
+    "(whether each text was cut, the logits (N, C), the guard's features or None): one pass, batched by length."
+    n, guard, tk = self.classify_max_length, self.guard, self.tokenizer
+    if pairs is not None:                              # [CLS] text [SEP] pair [SEP], the longer side cut first
+        if guard is not None: raise ValueError("the OOD guard was fitted on single texts; it cannot judge pairs")
+        cut = set(encode_pairs(tk, texts, pairs, n)[2])
+        with self._lock: logits = predict_logits(self.model, tk, texts, self.batch_size, n, pairs)
+        return [i in cut for i in range(len(texts))], logits, None
+    full = tk(texts)['input_ids']
+    ids = [truncate_ids(s, n, tk.sep_token_id) for s in full]
+    truncated = [len(s) > n for s in full]
+    if guard is not None and guard.needs_features:
+        logits, features = (torch.stack(t) for t in zip(*self._forward_sorted(ids, pooling=guard.pooling)))
+        return truncated, logits, features
+    return truncated, torch.stack(self._forward_sorted(ids)), None
+
+@patch
 @_one_or_many
 def classify(self: Engine,
               texts: Sequence[str],   # the texts; [] gives []
+              pairs: str | Sequence[str] | None = None,  # a pair classifier's second texts, one per text (chapter 11a)
              ) -> list[dict]:
     """Per text: `label` (the likeliest), `score` (its probability), `scores` {label: probability}, `truncated`; with an
     OOD guard also `ood_score` and `in_distribution`, the probabilities use the guard's fitted temperature, and texts
@@ -241,24 +259,21 @@ def classify(self: Engine,
     output's name), `value` (the raw output: no softmax, no sigmoid) and `truncated`."""
     texts = check_texts(texts)
     self.require('classify')
+    if pairs is not None: pairs = check_texts([pairs] if isinstance(pairs, str) else pairs, 'pairs')
     if not texts: return []
-    cut = [_truncate(ids, [], self.classify_max_length, self.tokenizer.sep_token_id) for ids in self.tokenizer(texts)['input_ids']]
     labels = [self.id2label[i] for i in range(self.model.config.num_labels)]
-    guard = self.guard
-    if guard is not None and guard.needs_features:
-        logits, features = (torch.stack(t) for t in zip(*self._forward_sorted([ids for ids, _, _ in cut], pooling=guard.pooling)))
-    else: logits, features = torch.stack(self._forward_sorted([ids for ids, _, _ in cut])), None
+    truncated, logits, features = self._classifier_outputs(texts, pairs)
     if len(labels) == 1:       # a regression (as transformers' pipeline does for problem_type 'regression'); never guarded
-        return [{'label': labels[0], 'value': float(v), 'truncated': truncated} for (_, _, truncated), v in zip(cut, logits[:, 0])]
+        return [{'label': labels[0], 'value': float(v), 'truncated': t} for t, v in zip(truncated, logits[:, 0])]
+    guard = self.guard
     if guard is not None:
         ood, accepted = guard(logits, features)
         logits = logits / guard.temperature
-    rows = list(logits)
     out = []
-    for i, ((_, _, truncated), logits) in enumerate(zip(cut, rows)):
-        probs = logits.softmax(-1).tolist()
+    for i, (t, row) in enumerate(zip(truncated, logits)):
+        probs = row.softmax(-1).tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
-        out.append({'label': labels[best], 'score': probs[best], 'scores': dict(zip(labels, probs)), 'truncated': truncated})
+        out.append({'label': labels[best], 'score': probs[best], 'scores': dict(zip(labels, probs)), 'truncated': t})
         if guard is not None: out[-1].update(ood_score=float(ood[i]), in_distribution=bool(accepted[i]))
     return out
 

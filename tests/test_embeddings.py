@@ -125,6 +125,13 @@ def test_score_and_rerank(encoder_folder, tiny_folders):
     want = relevance(predict_logits(cross.model, cross.tokenizer, ['apples'] * 3, pairs=docs)).tolist()
     assert got == pytest.approx(want, abs=1e-6) and all(0 <= x <= 1 for x in got)
     with pytest.raises(UnsupportedTask): bb.load(tiny_folders['mlm'], device='cpu').score('a', ['b'])
+    answers = cross.classify(['apples'] * 3, pairs=docs)                 # pair classification, the same pass
+    assert [a['scores'][cross.id2label[1]] for a in answers] == pytest.approx(want, abs=1e-6)
+    assert cross.classify('apples', pairs='the bank raised rates')['scores'] == answers[1]['scores']
+    long = cross.classify(['apples'], pairs=['word ' * 100])[0]
+    assert long['truncated'] and not answers[0]['truncated']
+    with pytest.raises(ValueError, match='one second text per text'): cross.classify(['a', 'b'], pairs=['c'])
+    with pytest.raises(TypeError, match=r'pairs\[0\] is int'): cross.classify(['a'], pairs=[1])
 
 
 def test_relevance_and_retrieval_metrics():

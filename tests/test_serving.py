@@ -458,7 +458,7 @@ def test_classify_engine_and_service(tiny_folders):
         for a, b in zip(body['results'], got):
             assert a['label'] == b['label'] and abs(a['score'] - b['score']) < 1e-5
         info = httpx.get(f'{proc.url}/v1/model', timeout=60).json()
-        assert info['task'] == 'sequence-classification' and info['labels'] == ['negative', 'positive'] and info['methods'] == ['classify']
+        assert info['task'] == 'sequence-classification' and info['labels'] == ['negative', 'positive'] and info['methods'] == ['classify', 'score', 'rerank']
         bad = {'too many texts': ({'texts': ['a'] * 5}, 413), 'too long a text': ({'texts': ['a' * 501]}, 413),
                'not a list': ({'texts': 'a'}, 422), 'empty list': ({'texts': []}, 422), 'unknown field': ({'texts': ['a'], 'top_k': 3}, 422)}
         for name, (payload, status) in bad.items():
