@@ -18,7 +18,7 @@ from fastcore.basics import patch
 
 # %% auto 0
 __all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'check_texts',
-           'check_positive_int', 'BertConfig']
+           'check_positive_int', 'optional_import', 'BertConfig']
 
 # %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
@@ -110,6 +110,14 @@ def check_positive_int(value,                # what the caller passed
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
     return int(value)
+
+def optional_import(module: str,  # e.g. 'fastapi', 'onnxruntime'
+                    extra: str,   # the package's extra that installs it: 'serve', 'onnx'
+                   ):
+    "Import one of an extra's modules, or fail with the pip command that installs them."
+    import importlib
+    try: return importlib.import_module(module)
+    except ImportError: raise ImportError(f"{module} is not installed: pip install \"bert_book[{extra}]\"") from None
 
 # %% ../nbs/00_core.ipynb 22
 CONFIG_NAME = 'config.json'

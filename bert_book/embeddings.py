@@ -23,7 +23,7 @@ from .training import Trained, Trainer, TrainingConfig, start_from
 # %% auto 0
 __all__ = ['EMBEDDING_POOLINGS', 'pool', 'Pooling', 'read_pooling', 'pooling_of', 'write_pooling', 'embedding_length',
            'embed_ids', 'embed', 'bbc_split', 'retrieval_metrics', 'ContrastiveOutput', 'BiEncoder', 'PairCollator',
-           'train_embedder', 'save_embedder', 'hard_negatives', 'relevance_examples', 'relevance']
+           'check_pairs', 'train_embedder', 'save_embedder', 'hard_negatives', 'relevance_examples', 'relevance']
 
 # %% ../nbs/11a_embeddings.ipynb 7
 EMBEDDING_POOLINGS = ('mean', 'cls', 'max', 'mean_sqrt_len', 'lasttoken')
@@ -207,14 +207,18 @@ class PairCollator:
         d, dm = pad_ids([x['doc_input_ids'] for x in items], self.pad_token_id)
         return {'input_ids': q, 'attention_mask': qm, 'doc_input_ids': d, 'doc_attention_mask': dm}
 
-def _check_pairs(pairs, what: str) -> list[tuple[str, str]]:
+def check_pairs(pairs,                   # what the caller passed as (query, document) pairs
+                name: str = 'pairs',     # the argument's name, for the messages
+                allow_empty: bool = True,  # an empty text is an answerable input; to train on, it is an error
+               ) -> list[tuple[str, str]]:
     "`pairs` as a list of (query, document) str tuples; anything else is an error naming its index."
-    if isinstance(pairs, (str, tuple)): raise TypeError(f"{what}s must be a list of (query, document) tuples")
-    out = list(pairs)
+    if isinstance(pairs, (str, tuple)): raise TypeError(f"{name} must be a list of (query, document) tuples")
+    out = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pairs]
     for i, p in enumerate(out):
-        if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) and t.strip() for t in p)):
-            raise ValueError(f"{what} {i} is not a (query, document) pair of non-empty texts: {str(p)[:60]!r}")
-    return [tuple(p) for p in out]
+        if not (isinstance(p, tuple) and len(p) == 2): raise TypeError(f"{name}[{i}] is not a (query, document) pair")
+        check_texts(list(p), f'{name}[{i}]')
+        if not allow_empty and not all(t.strip() for t in p): raise ValueError(f"{name}[{i}] has an empty text")
+    return out
 
 def train_embedder(train: Sequence[tuple[str, str]],  # (query, document) pairs that belong together
                    dev: Sequence[tuple[str, str]],    # held-out pairs: MRR of each query among all dev documents
@@ -231,7 +235,7 @@ def train_embedder(train: Sequence[tuple[str, str]],  # (query, document) pairs 
     training = TrainingConfig(metric_for_best='mrr') if training is None else training
     if pooling is None and isinstance(encoder, (str, Path)): pooling = pooling_of(encoder)
     encoder, tokenizer = start_from(encoder, tokenizer, 'train_embedder')
-    train, dev = _check_pairs(train, 'training pair'), _check_pairs(dev, 'dev pair')
+    train, dev = check_pairs(train, 'train', allow_empty=False), check_pairs(dev, 'dev', allow_empty=False)
     if len(train) < 2 or not dev: raise ValueError(f"train_embedder needs two or more training pairs and one dev pair, got {len(train)} and {len(dev)}")
     model = BiEncoder(encoder, pooling, scale)
     cut = lambda texts: [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(list(texts))['input_ids']]

@@ -23,7 +23,7 @@ from .training import cpu_has_bf16
 from .token_classification import DECODERS, NERPipeline, forward_by_length, truncate_ids
 from .compression import QUANTIZATIONS, model_precision, quantize_for_serving
 from .classification import encode_pairs, predict_logits
-from .embeddings import Pooling, embed_ids, embedding_length, pooling_of, relevance
+from .embeddings import Pooling, check_pairs, embed_ids, embedding_length, pooling_of, relevance
 from .ood import GUARD_FILE, OODGuard, classifier_forward
 
 _logger = logging.getLogger(__name__)
@@ -349,21 +349,13 @@ def count_tokens(self: Engine,
     n = embedding_length(self.model, self.tokenizer, self.pooling) if self.task == 'encoder' else self.max_length
     return [min(len(s), n) for s in self.tokenizer(list(texts), pairs)['input_ids']] if texts else []
 
-def _check_pairs(pairs) -> list[tuple[str, str]]:
-    if isinstance(pairs, (str, tuple)): raise TypeError("pairs must be a list of (query, document) tuples")
-    out = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pairs]
-    for i, p in enumerate(out):
-        if not (isinstance(p, tuple) and len(p) == 2): raise TypeError(f"pairs[{i}] is not a (query, document) pair")
-        check_texts(list(p), f'pairs[{i}]')
-    return out
-
 @patch
 def score_pairs(self: Engine,
                 pairs: Sequence[tuple[str, str]],  # (query, document) pairs
                ) -> list[float]:
     "A relevance score per pair: the cosine of the two embeddings (an encoder), or a pair classifier's `relevance`."
     self.require('score')
-    pairs = _check_pairs(pairs)
+    pairs = check_pairs(pairs)
     if not pairs: return []
     if self.task == 'encoder':                           # each distinct text embedded once
         texts = list(dict.fromkeys(t for p in pairs for t in p))

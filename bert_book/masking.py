@@ -20,7 +20,7 @@ from .core import check_positive_int
 __all__ = ['IGNORE_INDEX', 'check_special_ids', 'special_tokens_mask', 'replacement_ids', 'select_positions', 'replace_selected',
            'mask_tokens', 'word_starts', 'MLMCollator']
 
-# %% ../nbs/03_masking.ipynb 10
+# %% ../nbs/03_masking.ipynb 11
 IGNORE_INDEX = -100  # the label of a position that is not predicted: `cross_entropy`'s default ignore_index
 
 def _check_probability(name: str, # the argument's name, for the message
@@ -74,7 +74,7 @@ def _check_split(mask_replace_prob: float, random_replace_prob: float) -> tuple[
     if m + r > 1 + 1e-9: raise ValueError(f"mask_replace_prob + random_replace_prob must be at most 1, got {m} + {r}")
     return m, r
 
-# %% ../nbs/03_masking.ipynb 13
+# %% ../nbs/03_masking.ipynb 14
 def special_tokens_mask(input_ids: torch.Tensor, # (..., T) token ids
                         special_ids: Sequence[int], # the ids never to choose (padding included when [PAD] is among them)
                        ) -> torch.Tensor:
@@ -91,7 +91,7 @@ def replacement_ids(vocab_size: int, # the number of ids
     if not len(ids): raise ValueError(f"all {vocab_size} ids are special: none is left for random replacements")
     return ids
 
-# %% ../nbs/03_masking.ipynb 16
+# %% ../nbs/03_masking.ipynb 17
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     "Where to draw: the generator's device, or `device` when there is no generator."
     return generator.device if generator is not None else device
@@ -107,7 +107,7 @@ def _randint(high: int, shape: tuple[int, ...], generator: torch.Generator | Non
     "Integers in [0, high), made on the generator's device and delivered on `device`."
     return torch.randint(high, shape, generator=generator, device=_draw_device(generator, device)).to(device)
 
-# %% ../nbs/03_masking.ipynb 18
+# %% ../nbs/03_masking.ipynb 19
 def _choose(scores: torch.Tensor, # (..., T) uniform draws in [0, 1)
             units: torch.Tensor, # (..., T) bool: the positions that may be chosen
             p: float, # the share to choose
@@ -136,7 +136,7 @@ def select_positions(candidates: torch.Tensor, # (..., T) bool: the positions th
     if word_ids is None: return _choose(scores, candidates, mlm_probability, exact)
     return _choose_words(scores, candidates, word_ids, mlm_probability, exact)  # defined with whole-word masking, below
 
-# %% ../nbs/03_masking.ipynb 21
+# %% ../nbs/03_masking.ipynb 22
 def replace_selected(input_ids: torch.Tensor, # (..., T) token ids, not modified
                      selected: torch.Tensor, # (..., T) bool: the positions to predict
                      *,
@@ -155,7 +155,7 @@ def replace_selected(input_ids: torch.Tensor, # (..., T) token ids, not modified
     masked = torch.where(to_mask, mask_token_id, input_ids.long())
     return torch.where(to_random, random_ids, masked)                                   # branch 3: the rest, unchanged
 
-# %% ../nbs/03_masking.ipynb 23
+# %% ../nbs/03_masking.ipynb 24
 def _as_word_ids(word_ids, # a tensor (-1 for no word) or nested lists (None for no word), shaped like input_ids
                  input_ids: torch.Tensor, # the ids they describe
                 ) -> torch.Tensor:
@@ -200,7 +200,7 @@ def mask_tokens(input_ids: torch.Tensor, # (..., T) integer token ids, e.g. (B, 
                               generator=generator)
     return masked, labels
 
-# %% ../nbs/03_masking.ipynb 38
+# %% ../nbs/03_masking.ipynb 39
 def word_starts(word_ids: torch.Tensor, # (..., T) each token's word, -1 for none
                ) -> torch.Tensor:
     "True at the first piece of each word: a run of consecutive positions with the same word id (>= 0)."
@@ -222,7 +222,7 @@ def _choose_words(scores: torch.Tensor, # (..., T) uniform draws in [0, 1)
     if chosen_words.numel() == 0: return torch.zeros_like(candidates)
     return (words >= 0) & chosen_words[word_no].reshape(words.shape)
 
-# %% ../nbs/03_masking.ipynb 47
+# %% ../nbs/03_masking.ipynb 48
 def _as_1d_ids(x, # a list or tuple of ints, a 1-D integer tensor or NumPy array
                what: str, # what it is, for messages
               ) -> torch.Tensor:
@@ -259,7 +259,7 @@ def _stack(rows: Sequence[list], # one list of ints per example
     for i, r in enumerate(rows): _as_1d_ids(r, f'example {i}: {name}')            # find the bad example and name it
     raise ValueError(f"{name} must hold integers")
 
-# %% ../nbs/03_masking.ipynb 49
+# %% ../nbs/03_masking.ipynb 50
 class MLMCollator:
     "A DataLoader's `collate_fn` for masked language modelling: pads each batch and masks it anew on every call."
     def __init__(self, *,
@@ -314,7 +314,7 @@ class MLMCollator:
                 f"max_length={self.max_length}, seed={self.seed}, fixed_seed={self.fixed_seed}, vocab_size={self.vocab_size}, "
                 f"special_token_ids={list(self.special_token_ids)})")
 
-# %% ../nbs/03_masking.ipynb 51
+# %% ../nbs/03_masking.ipynb 52
 @patch(cls_method=True)
 def from_tokenizer(cls: MLMCollator, tokenizer, # any object with transformers' names: pad_token_id, mask_token_id, vocab_size, all_special_ids
                    **kwargs, # the collator's other arguments (mlm_probability, whole_word_mask, seed, ...)
@@ -338,7 +338,7 @@ def with_seed(self: MLMCollator, seed: int, # the seed to mask every batch with
     other.fixed_seed, other.generator = int(seed), torch.Generator().manual_seed(int(seed))
     return other
 
-# %% ../nbs/03_masking.ipynb 53
+# %% ../nbs/03_masking.ipynb 54
 @patch
 def _fields(self: MLMCollator, ex, # a list/tensor of ids, or a dict with input_ids (and token_type_ids, word_ids)
             i: int, # its place in the batch, for messages
@@ -385,7 +385,7 @@ def pad(self: MLMCollator, examples: Sequence, # the examples of one batch
     if self.whole_word_mask: batch['word_ids'] = _stack(words, real, -1, 'word_ids')
     return batch
 
-# %% ../nbs/03_masking.ipynb 55
+# %% ../nbs/03_masking.ipynb 56
 @patch
 def _stream_seed(self: MLMCollator) -> int:
     "The seed of this process's stream: `seed` on rank 0, a distant one on every other rank."
@@ -400,7 +400,7 @@ def _reseed(self: MLMCollator) -> None:
         self._worker = (info.id, info.seed)
         self.generator.manual_seed((info.seed + self._stream_seed()) % 2**63)
 
-# %% ../nbs/03_masking.ipynb 63
+# %% ../nbs/03_masking.ipynb 64
 @patch
 def set_rank(self: MLMCollator, rank: int, # this process's rank in a distributed run (torch.distributed.get_rank())
             ) -> 'MLMCollator':

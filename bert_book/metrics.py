@@ -19,7 +19,7 @@ __all__ = ['SCHEME_RULES', 'token_accuracy', 'perplexity', 'Scheme', 'get_scheme
            'UndefinedMetricWarning', 'corpus_entities', 'entity_scores', 'ner_scores', 'classification_report',
            'partial_match_counts', 'token_confusion_matrix', 'plot_confusion_matrix']
 
-# %% ../nbs/07_metrics.ipynb 6
+# %% ../nbs/07_metrics.ipynb 7
 def _is_seq(x) -> bool:
     "Is `x` a list-like of items (not a string, not a tensor)?"
     return isinstance(x, (list, tuple))
@@ -62,7 +62,7 @@ def _is_tag_lists(x) -> bool:
     "Is `x` a list of tag sequences (strings), as opposed to numbers?"
     return _is_seq(x) and any(isinstance(s, str) or (_is_seq(s) and any(isinstance(t, str) for t in s)) for s in x)
 
-# %% ../nbs/07_metrics.ipynb 8
+# %% ../nbs/07_metrics.ipynb 9
 def token_accuracy(y_true, # gold ids (...), `ignore_index` where there is nothing to score; or tag lists
                    y_pred, # logits (..., C), or predicted ids shaped like `y_true`; tensor or list
                    ignore_index: int = -100, # label value that is not scored
@@ -96,7 +96,7 @@ def token_accuracy(y_true, # gold ids (...), `ignore_index` where there is nothi
                          f"{f' in [0, {n_classes})' if n_classes else ' (>= 0)'} nor ignore_index={ignore_index}")
     return int(((preds == labels) & scored).sum()) / n
 
-# %% ../nbs/07_metrics.ipynb 14
+# %% ../nbs/07_metrics.ipynb 15
 def perplexity(loss, # mean cross-entropy per token in nats: a float or a one-element tensor
               ) -> float:
     "exp of a mean cross-entropy: the number of equally likely tokens the model is as unsure as."
@@ -111,7 +111,7 @@ def perplexity(loss, # mean cross-entropy per token in nats: a float or a one-el
     try: return math.exp(loss)
     except OverflowError: return math.inf
 
-# %% ../nbs/07_metrics.ipynb 17
+# %% ../nbs/07_metrics.ipynb 18
 _OUTSIDE = ('O', None)  # the parsed 'O' tag: no prefix that opens or continues an entity, no type
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _parse_tags(tags, prefixes: str, scheme_name: str, where: str) -> list[tuple
         raise ValueError(f"{where} must be a sequence of tags (list[str]), got {type(tags).__name__}")
     return [_parse_tag(t, prefixes, scheme_name, f'{where}[{i}]') for i, t in enumerate(tags)]
 
-# %% ../nbs/07_metrics.ipynb 20
+# %% ../nbs/07_metrics.ipynb 21
 def _read_strict(parsed: list, scheme: Scheme) -> list[tuple[str, int, int]]:
     "Entities of parsed tags read strictly by `scheme`: (type, start, end), end exclusive."
     toks = parsed + [_OUTSIDE]  # an 'O' after the last tag closes whatever is open
@@ -191,7 +191,7 @@ def get_entities(tags: Sequence[str], # one sentence's tags, e.g. ['B-PER', 'I-P
     s = get_scheme(scheme)
     return _read_strict(_parse_tags(tags, s.prefixes, s.name, 'tags'), s)
 
-# %% ../nbs/07_metrics.ipynb 27
+# %% ../nbs/07_metrics.ipynb 28
 def _lenient_ends(prev, prev_type, cur, typ) -> bool:
     "Does an entity end between the previous token and this one (conlleval)?"
     return prev in 'ES' or (prev in 'BI' and cur in 'BSO') or (prev != 'O' and prev_type != typ)
@@ -216,7 +216,7 @@ def get_entities_lenient(tags: Sequence[str], # one sentence's tags
     prefixes, name = (TAG_PREFIXES, 'BIOES') if scheme is None else (get_scheme(scheme).prefixes, get_scheme(scheme).name)
     return _read_lenient(_parse_tags(tags, prefixes, name, 'tags'))
 
-# %% ../nbs/07_metrics.ipynb 32
+# %% ../nbs/07_metrics.ipynb 33
 class UndefinedMetricWarning(UserWarning):
     "A precision, recall or F1 divided by zero and was set to 0.0 (as seqeval and scikit-learn do)."
 
@@ -254,7 +254,7 @@ def _entity_counts(y_true, y_pred, mode, scheme) -> dict[str, tuple[int, int, in
     n_tp = Counter(e[0] for e in gold & pred)
     return {t: (n_tp[t], n_pred[t], n_gold[t]) for t in sorted(n_gold.keys() | n_pred.keys())}
 
-# %% ../nbs/07_metrics.ipynb 34
+# %% ../nbs/07_metrics.ipynb 35
 def _divide(num: float, den: float) -> float:
     return num / den if den else 0.0
 
@@ -301,7 +301,7 @@ def entity_scores(y_true, # gold tags, one list per sentence: list[list[str]]
     _warn_undefined(counts, average, mode)
     return _average(counts, average)
 
-# %% ../nbs/07_metrics.ipynb 41
+# %% ../nbs/07_metrics.ipynb 42
 def ner_scores(y_true, # gold tags, list[list[str]]
                y_pred, # predicted tags, the same shape
                *,
@@ -316,7 +316,7 @@ def ner_scores(y_true, # gold tags, list[list[str]]
             out.update({f'{k}_{mode}': v for k, v in entity_scores(y_true, y_pred, mode=mode, scheme=scheme, average=average).items()})
     return out
 
-# %% ../nbs/07_metrics.ipynb 44
+# %% ../nbs/07_metrics.ipynb 45
 def classification_report(y_true, # gold tags, list[list[str]]
                           y_pred, # predicted tags, the same shape
                           *,
@@ -341,7 +341,7 @@ def classification_report(y_true, # gold tags, list[list[str]]
     avgs = [line(f'{a} avg', rows[f'{a} avg']) for a in _AVERAGES]
     return '\n'.join([head, ''] + types + ([''] if types else []) + avgs + ['', f"mode={mode!r}, scheme={get_scheme(scheme).name!r}"])
 
-# %% ../nbs/07_metrics.ipynb 47
+# %% ../nbs/07_metrics.ipynb 48
 _SCHEMAS = ('strict', 'exact', 'partial', 'ent_type')
 _OUTCOMES = ('correct', 'incorrect', 'partial', 'missed', 'spurious')
 
@@ -385,7 +385,7 @@ def partial_match_counts(y_true, # gold tags, list[list[str]]
         c['f1'] = _divide(2 * c['precision'] * c['recall'], c['precision'] + c['recall'])
     return counts
 
-# %% ../nbs/07_metrics.ipynb 51
+# %% ../nbs/07_metrics.ipynb 52
 def _label_key(tag: str):
     "Sort key: 'O' first, then by entity type, then B, I, E, S."
     if tag == 'O': return (0, '', 0)

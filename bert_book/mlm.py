@@ -18,7 +18,7 @@ from .training import Trained, Trainer, TrainingConfig, evaluate_batches
 __all__ = ['tokenize_corpus', 'pack_examples', 'fixed_eval_batches', 'unigram_perplexity', 'evaluate_mlm', 'compact_config',
            'pretrain_mlm', 'fill_mask']
 
-# %% ../nbs/06a_mlm.ipynb 5
+# %% ../nbs/06a_mlm.ipynb 6
 def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts are skipped)
                     tokenizer,            # a `bert_book.tokenizer.BertTokenizer`
                     max_length: int = 128, # longer texts are truncated to this many tokens, [CLS] and [SEP] included
@@ -34,7 +34,7 @@ def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts ar
         for i, ex in enumerate(examples): ex['word_ids'] = [-1 if w is None else w for w in enc.word_ids(i)]
     return examples
 
-# %% ../nbs/06a_mlm.ipynb 8
+# %% ../nbs/06a_mlm.ipynb 9
 def pack_examples(examples: Sequence[dict], # tokenized sentences, `[CLS] … [SEP]` each (from `tokenize_corpus`)
                   max_length: int = 128,     # the most tokens per packed example, specials included
                  ) -> list[dict]:
@@ -58,7 +58,7 @@ def pack_examples(examples: Sequence[dict], # tokenized sentences, `[CLS] … [S
     flush()
     return packed
 
-# %% ../nbs/06a_mlm.ipynb 11
+# %% ../nbs/06a_mlm.ipynb 12
 def fixed_eval_batches(examples: Sequence[dict], collator: MLMCollator, batch_size: int = 64, seed: int = 1234) -> list[dict]:
     "Collate and mask `examples` once, with a fixed seed: the same positions are scored at every evaluation."
     fixed = collator.with_seed(seed)
@@ -75,13 +75,13 @@ def unigram_perplexity(train_examples: Sequence[dict], # the examples the freque
     targets = torch.cat([b['labels'][b['labels'] != IGNORE_INDEX] for b in eval_batches])
     return math.exp(-logp[targets].mean().item())
 
-# %% ../nbs/06a_mlm.ipynb 14
+# %% ../nbs/06a_mlm.ipynb 15
 def evaluate_mlm(model: BertForMaskedLM, batches: Sequence[dict], device=None) -> dict:
     "Loss, perplexity and accuracy over the masked positions of `batches`."
     m = evaluate_batches(model, batches, device, forward_kwargs={'masked_only': True})
     return {'loss': m['loss'], 'perplexity': math.exp(m['loss']), 'accuracy': m['accuracy'], 'n_targets': m['n_targets']}
 
-# %% ../nbs/06a_mlm.ipynb 16
+# %% ../nbs/06a_mlm.ipynb 17
 def compact_config(vocab_size: int, # the tokenizer's vocabulary size
                    **overrides,     # any other `BertConfig` field
                   ) -> BertConfig:
@@ -89,7 +89,7 @@ def compact_config(vocab_size: int, # the tokenizer's vocabulary size
     return BertConfig(**{**dict(vocab_size=vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                                 intermediate_size=1024, max_position_embeddings=128), **overrides})
 
-# %% ../nbs/06a_mlm.ipynb 19
+# %% ../nbs/06a_mlm.ipynb 20
 def pretrain_mlm(train: Sequence[str],            # the training corpus, one example per text
                  dev: Sequence[str] | None = None, # validation texts; None: the last `eval_fraction` of `train`
                  *,
@@ -130,7 +130,7 @@ def pretrain_mlm(train: Sequence[str],            # the training corpus, one exa
                       lengths=[len(e['input_ids']) for e in examples], forward_kwargs={'masked_only': True})
     return Trained(model, trainer.fit())
 
-# %% ../nbs/06a_mlm.ipynb 24
+# %% ../nbs/06a_mlm.ipynb 26
 @torch.inference_mode()
 def fill_mask(model: BertForMaskedLM, # a masked language model
               tokenizer,              # its tokenizer

@@ -6,14 +6,14 @@
 __all__ = ['ONNX_NAME', 'ONNX_OPSET', 'export_onnx', 'OnnxModel']
 
 # %% ../nbs/14d_precision.ipynb 2
-import copy, importlib, json, warnings
+import copy, json, warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
 
-from .core import CONFIG_NAME, BertConfig
+from .core import CONFIG_NAME, BertConfig, optional_import
 from .tokenizer import BertTokenizer
 from .pretrained import TASKS, class_task, folder_class, load_config, load_model, register_folder_loader
 
@@ -36,9 +36,8 @@ class _Graph(nn.Module):
 
 # %% ../nbs/14d_precision.ipynb 20
 def _need(module: str):
-    "Import onnx or onnxruntime, or say how to install them."
-    try: return importlib.import_module(module)
-    except ImportError: raise ImportError(f"{module} is not installed: pip install 'bert_book[onnx]'") from None
+    "onnx or onnxruntime, or the pip command that installs them."
+    return optional_import(module, 'onnx')
 
 def export_onnx(model_dir: str | Path,   # a tagger, masked language model or sentence classifier folder
                 output_dir: str | Path,  # where model.onnx, config.json and the tokenizer go (created; must be empty)

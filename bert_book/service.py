@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 
-from .core import check_positive_int, check_texts
+from .core import check_positive_int, check_texts, optional_import
 from .compression import count_weights
 from .engine import METHODS, Engine, UnsupportedTask
 
@@ -144,11 +144,8 @@ async def _work(self: MicroBatcher):
 
 # %% ../nbs/14a_service.ipynb 17
 def _need(module: str):
-    "Import one of the serve extra's modules, or fail with the command that installs them."
-    import importlib
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"the REST service needs {module}, which is not installed: pip install \"bert_book[serve]\"") from e
+    "One of the serve extra's modules (fastapi, uvicorn, httpx, prometheus_client), or the pip command that installs it."
+    return optional_import(module, 'serve')
 
 try:
     from pydantic import BaseModel, ConfigDict, Field
@@ -254,7 +251,7 @@ def engine_info(engine: Engine) -> dict:
             'decode': engine._ner.decode if engine._ner is not None else None,
             'labels': [engine.id2label[i] for i in range(c.num_labels)] if engine.task in ('token-classification', 'sequence-classification') else None,
             'vocab_size': c.vocab_size, 'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers,
-            'parameters': getattr(engine.model, 'num_weights', None) or count_weights(engine.model), 'quantize': engine.quantize, 'precision': engine.precision,
+            'parameters': count_weights(engine.model), 'quantize': engine.quantize, 'precision': engine.precision,
             'batch_invariant': engine.precision != 'int8', 'max_length': engine.max_length,
             'outputs': ('value' if c.num_labels == 1 else 'probabilities') if engine.task == 'sequence-classification' else None,
             'device': str(engine.device), 'batch_size': engine.batch_size, 'threads': torch.get_num_threads(), 'pid': os.getpid(),

@@ -17,7 +17,7 @@ from .data import (SAMPLE_FILES, Span, TaggedSentence, detokenize, gc_paused, no
 __all__ = ['VOCABULARY_FILE', 'AMBIGUITY', 'SAMPLE_SIZES', 'SAMPLE_SEEDS', 'iter_synthetic_ner', 'synthetic_ner',
            'synthetic_corpus', 'write_sample_data']
 
-# %% ../nbs/02b_synthetic.ipynb 5
+# %% ../nbs/02b_synthetic.ipynb 6
 VOCABULARY_FILE = 'synthetic_news.json'  # beside the modules, shipped as package data (settings.ini)
 
 _V = json.loads((resources.files('bert_book') / VOCABULARY_FILE).read_text(encoding='utf-8'))
@@ -41,7 +41,7 @@ _TEMPLATES = tuple(_V['templates'])
 _BEFORE, _AFTER = _lists('clauses', 'before', 'after')
 _KEEP_CASE = set(_V['keep_case'])
 
-# %% ../nbs/02b_synthetic.ipynb 8
+# %% ../nbs/02b_synthetic.ipynb 9
 AMBIGUITY = 0.15  # chance that a person or place slot draws one of the ambiguous names
 
 def _person(r: random.Random) -> str:
@@ -104,7 +104,7 @@ def _fill_then_pick(name: str):
     phrases = tuple(_V['fillers'][name])
     return lambda r: r.choice([_filled(p, r) for p in phrases])
 
-# %% ../nbs/02b_synthetic.ipynb 10
+# %% ../nbs/02b_synthetic.ipynb 11
 _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbers here, words from the vocabulary
     'day': _pick('day'), 'month': _pick('month'),
     'year': lambda r: str(r.randint(1950, 2025)), 'num': lambda r: r.choice((str(r.randint(2, 99)), str(r.randint(100, 950)), f'{r.randint(1, 9)},{r.randint(0, 999):03d}')),
@@ -116,7 +116,7 @@ _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbe
     'dur': _pick('dur'), 'when': _fill_then_pick('when'), 'job': _pick('job'), 'said': _pick('said'), 'poss': _pick('poss'),
 }
 
-# %% ../nbs/02b_synthetic.ipynb 12
+# %% ../nbs/02b_synthetic.ipynb 13
 def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span]):
     "Append the tokens (and entity spans) of one filled template."
     for piece in template.split():
@@ -146,7 +146,7 @@ def _tidy(tokens: list[str], spans: list[Span]):
         if tokens[i] in ('a', 'A') and i not in inside and tokens[i + 1].startswith(_VOWELS) \
                 and not tokens[i + 1].startswith(('one', 'Eu')): tokens[i] += 'n'   # 'a one-year', 'a European'
 
-# %% ../nbs/02b_synthetic.ipynb 14
+# %% ../nbs/02b_synthetic.ipynb 15
 def _one_sentence(r: random.Random, scheme: str) -> TaggedSentence:
     "One synthetic sentence: a template, maybe with a clause before or after it."
     template = r.choice(_TEMPLATES)
@@ -190,7 +190,7 @@ def synthetic_ner(n_sentences: int, # how many sentences
             out.append(s)
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 17
+# %% ../nbs/02b_synthetic.ipynb 18
 def synthetic_corpus(n_sentences: int, # how many lines
                      seed: int = 1, # the same seed gives the same text
                      exclude: Iterable[TaggedSentence] = (), # sentences that must not appear (e.g. an NER test set)
@@ -205,7 +205,7 @@ def synthetic_corpus(n_sentences: int, # how many lines
         seen.add(tuple(s.tokens)); out.append(detokenize(s.tokens))
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 20
+# %% ../nbs/02b_synthetic.ipynb 21
 SAMPLE_SIZES = {'train': 2000, 'dev': 300, 'test': 300, 'corpus': 8000}
 SAMPLE_SEEDS = {'ner': 0, 'corpus': 1}
 

@@ -29,7 +29,7 @@ __all__ = ['AGGREGATIONS', 'DECODERS', 'check_aggregation', 'aggregate_pieces', 
            'predict_ner', 'evaluate_ner', 'balanced_class_weights', 'focal_loss', 'ner_loss', 'train_ner',
            'split_words', 'NERPipeline']
 
-# %% ../nbs/08a_token_classification.ipynb 9
+# %% ../nbs/08a_token_classification.ipynb 10
 AGGREGATIONS = ('first', 'average', 'max')
 
 def check_aggregation(aggregation: str,           # 'first', 'average' or 'max'
@@ -90,7 +90,7 @@ def merge_piece_probs(probs: Tensor,  # (n_pieces, num_labels) one word's sub-wo
     out[close], out[keep] = mass * share, mass * (1 - share)
     return out
 
-# %% ../nbs/08a_token_classification.ipynb 13
+# %% ../nbs/08a_token_classification.ipynb 14
 def check_window(max_length: int, # tokens per window, [CLS] and [SEP] included
                  overlap: int,    # tokens shared by neighbouring windows
                 ) -> None:
@@ -120,7 +120,7 @@ def plan_windows(n_pieces: Sequence[int], # how many sub-words each word has
         while start - 1 > windows[-1][0] and shared + sizes[start - 1] <= room: start, shared = start - 1, shared + sizes[start - 1]
     return windows
 
-# %% ../nbs/08a_token_classification.ipynb 17
+# %% ../nbs/08a_token_classification.ipynb 18
 def length_sorted_chunks(lengths: Sequence[int], # one length per item
                          batch_size: int,         # items per batch
                         ) -> list[list[int]]:
@@ -161,7 +161,7 @@ def truncate_ids(ids: list,        # one `[CLS] ... [SEP]` sequence's token ids,
     "`ids` cut to `max_length` tokens, `sep_id` kept last (as the tokenizer truncates); a short one as it is."
     return ids if len(ids) <= max_length else ids[:max_length - 1] + [sep_id]
 
-# %% ../nbs/08a_token_classification.ipynb 19
+# %% ../nbs/08a_token_classification.ipynb 20
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
     "`max_length` (default: the smaller of the tokenizer's and the model's limits) and `overlap` (default: a quarter), checked."
     limit = model.config.max_position_embeddings
@@ -215,7 +215,7 @@ def predict_word_probs(model,      # a `BertForTokenClassification` (or any mode
     return [torch.stack([word_probs(probs[k][pos:pos + n]) for _, k, pos, n in words])
             if words else torch.empty(0, C) for words in best]
 
-# %% ../nbs/08a_token_classification.ipynb 22
+# %% ../nbs/08a_token_classification.ipynb 23
 class Decoder(NamedTuple):
     "A way to read tags off a tagger's word probabilities."
     decode: Callable   # (model, probs: per sentence (n_words, C), scheme) -> per sentence, one tag id per word
@@ -294,7 +294,7 @@ def evaluate_ner(model, tokenizer,
                report=report, predictions=pred)
     return out
 
-# %% ../nbs/08a_token_classification.ipynb 25
+# %% ../nbs/08a_token_classification.ipynb 26
 def balanced_class_weights(dataset: NERDataset, # encoded training examples
                            num_labels: int,     # how many labels the model has
                           ) -> Tensor:
@@ -332,7 +332,7 @@ def ner_loss(class_weights: Tensor | None = None, # (C,) weights, or None
     return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                                   weight=class_weights.to(logits.device), ignore_index=IGNORE_INDEX)
 
-# %% ../nbs/08a_token_classification.ipynb 28
+# %% ../nbs/08a_token_classification.ipynb 29
 def _tagger_config(encoder, config: BertConfig | None, tokenizer, labels: list[str]) -> BertConfig:
     "The tagger's config: `config`, else the encoder's, else the book's compact BERT; with the labels set."
     if config is None and encoder is not None: config = encoder_of(encoder, 'encoder').config
@@ -419,7 +419,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
                       loss_fn=ner_loss(class_weights, focal_gamma), lr_factors=lr_factors)
     return Trained(model, trainer.fit())
 
-# %% ../nbs/08a_token_classification.ipynb 43
+# %% ../nbs/08a_token_classification.ipynb 45
 def split_words(tokenizer,  # a `BertTokenizer`
                 texts: Sequence[str], # raw texts
                ) -> list[tuple[list[list[int]], list[tuple[int, int]]]]:
@@ -439,7 +439,7 @@ def split_words(tokenizer,  # a `BertTokenizer`
         out.append((pieces, spans))
     return out
 
-# %% ../nbs/08a_token_classification.ipynb 47
+# %% ../nbs/08a_token_classification.ipynb 49
 class NERPipeline:
     "Raw texts in, entities out: `{'text', 'label', 'start', 'end', 'score'}` with character offsets into each text."
     def __init__(self, model,               # a `BertForTokenClassification`; `config.id2label` names its tags

@@ -92,7 +92,9 @@ ONE_HOME = {'IGNORE_INDEX': 'masking', 'check_texts': 'core', 'check_positive_in
             'load_model': 'pretrained', 'weights_sha256': 'pretrained', 'make_optimizer': 'training',
             'model_precision': 'compression', 'serve': 'operations', 'load': 'engine', 'SCHEMES': 'data',
             'SCHEME_PREFIXES': 'data', 'TAG_PREFIXES': 'data', 'normalize_scheme': 'data', 'check_sentences': 'alignment',
-            'encode_ner': 'alignment', 'detokenize': 'data'}
+            'encode_ner': 'alignment', 'detokenize': 'data', 'optional_import': 'core', 'pool': 'embeddings',
+            'mean_pool': 'pretrained', 'encode_pairs': 'classification', 'check_pairs': 'embeddings',
+            'bbc_articles': 'datasets', 'relevance': 'embeddings'}
 
 
 def test_each_job_is_defined_in_one_module():

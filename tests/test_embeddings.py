@@ -185,8 +185,10 @@ def test_train_embedder_and_save(encoder_folder, tmp_path):
     folder = save_embedder(model, BertTokenizer.from_pretrained(encoder_folder), tmp_path / 'embedder')
     theirs = torch.from_numpy(st.SentenceTransformer(str(folder), device='cpu').encode([p[0] for p in pairs]))
     assert torch.allclose(bb.load(folder, device='cpu').embed([p[0] for p in pairs]), theirs, atol=1e-5)
-    with pytest.raises(ValueError, match='not a \\(query, document\\) pair'):
+    with pytest.raises(ValueError, match=r'train\[0\] has an empty text'):
         train_embedder([('a', '')] + pairs, pairs, encoder=encoder_folder, training=training)
+    with pytest.raises(TypeError, match=r'dev\[1\] is not a \(query, document\) pair'):
+        train_embedder(pairs, [pairs[0], ('a', 'b', 'c')], encoder=encoder_folder, training=training)
     with pytest.raises(ValueError, match='two or more training pairs'):
         train_embedder(pairs[:1], pairs, encoder=encoder_folder, training=training)
     with pytest.raises(TypeError, match='list of \\(query, document\\)'):
