@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Generic, Sequence, TypeVar
+from typing import Sequence
 
 from fastcore.basics import patch
 from torch import Tensor
@@ -18,13 +18,10 @@ from .engine import Engine
 _logger = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['O', 'POOLING_TASKS', 'PoolingOutput', 'EmbeddingOutput', 'ClassificationOutput', 'ScoringOutput',
-           'PoolingRequestOutput', 'EmbeddingRequestOutput', 'ClassificationRequestOutput', 'ScoringRequestOutput',
-           'LLM']
+__all__ = ['POOLING_TASKS', 'PoolingOutput', 'EmbeddingOutput', 'ClassificationOutput', 'ScoringOutput', 'PoolingRequestOutput',
+           'EmbeddingRequestOutput', 'ClassificationRequestOutput', 'ScoringRequestOutput', 'LLM']
 
 # %% ../nbs/14e_vllm.ipynb 5
-O = TypeVar('O')
-
 @dataclass
 class PoolingOutput:
     "`encode`'s output: per-token logits (T, C) for 'token_classify', a vector for 'embed', probabilities for 'classify'."
@@ -47,16 +44,16 @@ class ScoringOutput:
     score: float
 
 @dataclass
-class PoolingRequestOutput(Generic[O]):
+class PoolingRequestOutput:
     "One prompt's answer, as vLLM gives it: an id, the outputs, the prompt's token ids, and `finished`."
     request_id: str
-    outputs: O
+    outputs: object     # a PoolingOutput, EmbeddingOutput, ClassificationOutput or ScoringOutput
     prompt_token_ids: list[int]
     finished: bool = True
 
-class EmbeddingRequestOutput(PoolingRequestOutput[EmbeddingOutput]): pass
-class ClassificationRequestOutput(PoolingRequestOutput[ClassificationOutput]): pass
-class ScoringRequestOutput(PoolingRequestOutput[ScoringOutput]): pass
+class EmbeddingRequestOutput(PoolingRequestOutput): pass
+class ClassificationRequestOutput(PoolingRequestOutput): pass
+class ScoringRequestOutput(PoolingRequestOutput): pass
 
 # %% ../nbs/14e_vllm.ipynb 6
 POOLING_TASKS = ('token_classify', 'embed', 'classify')
@@ -102,7 +99,7 @@ def encode(self: LLM,
            prompts: str | Sequence[str],
            pooling_task: str | None = None,   # 'token_classify', 'embed' or 'classify'; None: the model's own
            use_tqdm: bool = False, **kwargs,  # vLLM's progress bar and sampling knobs: ignored
-          ) -> list[PoolingRequestOutput[PoolingOutput]]:
+          ) -> list[PoolingRequestOutput]:
     "Per prompt, `outputs.data`: per-token logits (T, C) for a tagger, a vector for an encoder, probabilities for a classifier."
     prompts = _prompts(prompts)
     own = {'token-classification': 'token_classify', 'encoder': 'embed', 'sequence-classification': 'classify'}
@@ -114,7 +111,7 @@ def encode(self: LLM,
     return [PoolingRequestOutput(self._id(), PoolingOutput(d), ids) for d, ids in zip(data, self._ids(prompts))]
 
 @patch
-def _classify(self: LLM, prompts: list[str]) -> list[PoolingRequestOutput[PoolingOutput]]:
+def _classify(self: LLM, prompts: list[str]) -> list[PoolingRequestOutput]:
     import torch
     labels = [self.engine.id2label[i] for i in range(self.engine.model.config.num_labels)]
     rows = [torch.tensor([r['scores'][l] for l in labels]) for r in self.engine.classify(prompts)]
