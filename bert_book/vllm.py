@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from torch import Tensor
 
 from .engine import Engine
+from .token_classification import truncate_ids
 
 _logger = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class LLM:
         return str(self._count - 1)
 
     def _ids(self, prompts: list[str]) -> list[list[int]]:
-        return [s[:self.engine.max_length - 1] + s[-1:] if len(s) > self.engine.max_length else s
-                for s in self.engine.tokenizer(prompts)['input_ids']]
+        tk = self.engine.tokenizer                      # the ids the engine reads: cut as `encode` cuts them
+        return [truncate_ids(s, self.engine.max_length, tk.sep_token_id) for s in tk(prompts)['input_ids']]
 
 # %% ../nbs/14e_vllm.ipynb 7
 def _prompts(prompts) -> list[str]:
