@@ -46,3 +46,17 @@ def test_check_fails_on_each_planted_output_then_repairs_it(tmp_path, capsys, pl
     text = json.dumps(outputs)
     assert '/tmp/tmp' not in text and '/tmp/ipykernel' not in text and 'site-packages/gt' not in text.replace('.../site-packages/gt', '') and str(ROOT) not in text
 
+
+
+def test_import_noise_is_taken_out_of_stderr_and_the_warning_beside_it_kept(tmp_path, capsys):
+    "torchao's absent kernels and torch's pytree deprecation go; a real warning in the same stream stays, word for word."
+    noise = ['Failed to load /x/site-packages/torchao/_C_mxfp8.so: Could not load this library: /x/torchao/_C_mxfp8.so\n', '\n',
+             "W1207 16:23:15.877000 2956 torch/utils/_pytree.py:630] <enum 'K'> is an Enum subclass ... register_constant() ...\n"]
+    real = 'UserWarning: 4670 of 4674 training texts were cut to 128 tokens\n'
+    path = notebook(tmp_path / 'chapter.ipynb', [{'output_type': 'stream', 'name': 'stderr', 'text': noise},
+                                                 {'output_type': 'stream', 'name': 'stderr', 'text': noise + [real]}])
+    assert clean_outputs.main(['--check', str(path)]) == 1
+    assert "chapter.ipynb cell 1: a library's import noise" in capsys.readouterr().out
+    assert clean_outputs.main([str(path)]) == 0 and clean_outputs.main(['--check', str(path)]) == 0
+    outputs = json.loads(path.read_text())['cells'][1]['outputs']
+    assert [o['text'] for o in outputs] == [[real]]          # the all-noise stream is gone, the other keeps its warning

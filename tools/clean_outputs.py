@@ -11,6 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = 'application/vnd.jupyter.widget-view+json'
 NOISE = re.compile(r'TqdmWarning: IProgress not found')
+NOISE_LINES = re.compile(r'Failed to load \S*torchao/'                   # torchao's optional kernels, absent here
+                         r'|_pytree\.py:\d+\].*register_constant'      # torch's pytree deprecation, at import
+                         r'|^\s*$')
 PATHS = [(re.compile(r'/[^\s\'"():,]*?/site-packages/'), '.../site-packages/'),   # the virtualenv, wherever it is
          (re.compile(r'/tmp/(?:tmp|pytest-of-)[\w.-]+'), '<tmp>'),              # tempfile.mkdtemp() and pytest folders
          (re.compile(r'/tmp/ipykernel_\d+/\d+\.py'), '<cell>'),                 # a warning raised in a notebook cell
@@ -29,6 +32,13 @@ def clean_outputs(outputs: list) -> tuple[list, list[str]]:
         if WIDGET in o.get('data', {}): what.append('a frozen progress widget'); continue
         if o.get('output_type') == 'stream' and NOISE.search(''.join(o.get('text', ''))):
             what.append("tqdm's IProgress warning"); continue
+        if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+            lines = ''.join(o['text']).splitlines(keepends=True)
+            kept_lines = [l for l in lines if not NOISE_LINES.search(l)]
+            if any(l.strip() for l in lines if NOISE_LINES.search(l)):      # some import noise, not just blank lines
+                what.append("a library's import noise")
+                if not any(l.strip() for l in kept_lines): continue
+                o = {**o, 'text': kept_lines}
         for holder, key in ((o, 'text'), (o.get('data', {}), 'text/plain')):
             if key in holder:
                 old = ''.join(holder[key]) if isinstance(holder[key], list) else holder[key]
