@@ -129,6 +129,7 @@ class NERDataset:
         return [len(e['input_ids']) for e in self.examples]
     def __repr__(self): return f'NERDataset({len(self)} sentences, max_length={self.max_length}, {len(self.truncated)} truncated)'
 
+# %% ../nbs/08_alignment.ipynb 23
 def check_sentences(sentences, what: str) -> list:
     "`sentences` as a list, each checked to have `tokens` and as many `tags`."
     if isinstance(sentences, (str, TaggedSentence)): raise TypeError(f"expected a list of TaggedSentence, got one {type(sentences).__name__}")
@@ -165,7 +166,7 @@ def encode_ner(sentences: Sequence[TaggedSentence], # tagged sentences
         examples.append({'input_ids': input_ids, 'labels': labels, 'word_ids': word_ids})
     return NERDataset(examples, truncated, max_length)
 
-# %% ../nbs/08_alignment.ipynb 26
+# %% ../nbs/08_alignment.ipynb 28
 @dataclass
 class NERCollator:
     "Pad a list of examples to the longest one: input_ids with `pad_token_id`, attention_mask 0, labels −100."

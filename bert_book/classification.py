@@ -148,6 +148,7 @@ def encode_pairs(tokenizer,              # a `BertTokenizer`
         for j, i in enumerate(cut): ids[i], types[i] = short['input_ids'][j], short['token_type_ids'][j]
     return ids, types, cut
 
+# %% ../nbs/11_classification.ipynb 25
 def encode_texts(examples: Sequence[LabelledText], # the examples (single texts, or pairs)
                  tokenizer,                        # a `BertTokenizer`
                  label2id: dict[str, int],         # label -> class id
@@ -176,7 +177,7 @@ class ClassificationCollator:
         if 'token_type_ids' in items[0]: batch['token_type_ids'] = pad_ids([x['token_type_ids'] for x in items], 0)[0]
         return batch
 
-# %% ../nbs/11_classification.ipynb 27
+# %% ../nbs/11_classification.ipynb 29
 @torch.inference_mode()
 def predict_logits(model,                     # a `BertForSequenceClassification`
                    tokenizer,                 # its tokenizer
@@ -214,7 +215,7 @@ def evaluate_classifier(model, tokenizer,
     loss = F.cross_entropy(logits, torch.tensor([labels.index(g) for g in gold])).item()
     return {'loss': loss, **classification_scores(gold, [labels[i] for i in logits.argmax(-1).tolist()], labels)}
 
-# %% ../nbs/11_classification.ipynb 28
+# %% ../nbs/11_classification.ipynb 30
 def new_classifier(labels: Sequence[str],                # the class names, in id order
                    encoder=None,                         # a checkpoint folder, a BertModel or a model with `.bert`; None: random
                    config: BertConfig | None = None,     # the shape when starting from random weights
@@ -246,7 +247,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         seen.add(id(p)); total += p.numel(); trainable += p.numel() if p.requires_grad else 0
     return trainable, total
 
-# %% ../nbs/11_classification.ipynb 30
+# %% ../nbs/11_classification.ipynb 32
 _EVAL_KEYS = ('loss', 'accuracy', 'macro_f1')
 
 def train_classifier(train: Sequence[LabelledText], # training examples
@@ -286,7 +287,7 @@ def train_classifier(train: Sequence[LabelledText], # training examples
                       lengths=train_set.lengths)
     return Trained(model, trainer.fit())
 
-# %% ../nbs/11_classification.ipynb 45
+# %% ../nbs/11_classification.ipynb 47
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` plus a trainable low-rank update: y = W x + b + (alpha / r) · B A x (Hu et al., 2021)."
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):

@@ -273,6 +273,7 @@ def head_importance(model: nn.Module,          # a model with a head, whose forw
         score[i, [h for h in range(N) if h not in kept[i]]] = float('nan')
     return score.float()
 
+# %% ../nbs/12_compression.ipynb 33
 def heads_to_prune(importance: Tensor,  # (layers, heads) from `head_importance`; NaN = already removed
                    fraction: float,     # of all the model's heads to remove (those already removed count)
                   ) -> dict[int, list[int]]:
@@ -301,7 +302,7 @@ def labelled_batches(model,                       # a sentence classifier or a t
     else: data, collate = encode_ner(examples, tokenizer, model.config.label2id, max_length=limit, what='dev sentence'), NERCollator(tokenizer.pad_token_id)
     return [collate([data[i] for i in chunk]) for chunk in length_sorted_chunks([len(x['input_ids']) for x in data], batch_size)]
 
-# %% ../nbs/12_compression.ipynb 33
+# %% ../nbs/12_compression.ipynb 35
 def _slice_linear(lin: nn.Linear, rows: Tensor | None = None, cols: Tensor | None = None) -> nn.Linear:
     "A new Linear holding the chosen output rows and/or input columns of `lin`."
     w = lin.weight.detach()
@@ -342,7 +343,7 @@ def prune_heads(model: nn.Module,                   # a bert_book model (any hea
     for c in {id(c): c for c in (cfg, getattr(model, 'config', cfg))}.values(): c.pruned_heads = new
     return model
 
-# %% ../nbs/12_compression.ipynb 41
+# %% ../nbs/12_compression.ipynb 43
 def magnitude_prune(model: nn.Module,         # float32; a copy is pruned
                     amount: float,            # the fraction of the encoder's Linear weights set to zero
                     remove: bool = True,      # make the zeros permanent (`prune.remove`); False keeps torch's masks
@@ -363,7 +364,7 @@ def sparsity(model: nn.Module) -> float:
     ws = [modules[n].weight for n in encoder_linears(model)]
     return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
 
-# %% ../nbs/12_compression.ipynb 46
+# %% ../nbs/12_compression.ipynb 48
 def shrink_layers(model: nn.Module,          # the teacher: a bert_book model with any head
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
@@ -406,7 +407,7 @@ def distillation_loss(student_logits: Tensor,   # (B, C) or (B, T, C)
                     reduction='batchmean') * temperature ** 2
     return alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
 
-# %% ../nbs/12_compression.ipynb 47
+# %% ../nbs/12_compression.ipynb 49
 class DistillationStudent(nn.Module):
     "Wraps a student so that the Trainer's `model(**batch).loss` is the distillation loss against the batch's `teacher_logits`."
     def __init__(self, student: nn.Module, temperature: float = 2.0, alpha: float = 0.5):
@@ -434,6 +435,7 @@ class DistillationCollator:
             batch['teacher_logits'] = torch.stack([F.pad(l, (0, 0, 0, T - l.shape[0])) for l in logits])
         return batch
 
+# %% ../nbs/12_compression.ipynb 51
 @torch.inference_mode()
 def add_teacher_logits(teacher: nn.Module,        # the fine-tuned teacher
                        dataset: Sequence[dict],   # encoded examples with 'input_ids' (ClassificationDataset, NERDataset)
@@ -475,7 +477,7 @@ def distill(teacher: nn.Module,            # the fine-tuned teacher
     history = trainer.fit()
     return Trained(student.eval(), history)
 
-# %% ../nbs/12_compression.ipynb 64
+# %% ../nbs/12_compression.ipynb 68
 def _dev_score(model, tokenizer, examples) -> tuple[str, float]:
     if type(model).__name__.endswith('SequenceClassification'):
         return 'accuracy', evaluate_classifier(model, tokenizer, examples)['accuracy']

@@ -198,6 +198,7 @@ def _resolve_labels(self: BertConfig):
         self.label2id = {l: i for i, l in self.id2label.items()}
     if self.num_labels is None: self.num_labels = len(self.id2label)
 
+# %% ../nbs/00_core.ipynb 26
 @patch
 def _check_pruned_heads(self: BertConfig):
     "pruned_heads as transformers 4 stored it: {layer: [head, ...]}, JSON keys as strings; every layer keeps a head."
@@ -242,7 +243,7 @@ def validate(self: BertConfig):
 
 # --- config.json in and out -------------------------------------------------------------------------------
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 28
 @patch
 def to_dict(self: BertConfig) -> dict:
     "The config as transformers writes it: its fields, `model_type`, label ids as strings, and the kept extras."

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from fastcore.basics import patch
 
 from .core import BertConfig, get_activation
 
@@ -281,34 +282,6 @@ class BertPreTrainedModel(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             module.weight.fill_(1.0); module.bias.zero_()
 
-    def init_weights(self):
-        "(Re-)initialise every weight as BERT does, keeping tied weights tied."
-        self.tie_weights()
-        self.apply(self._init_weights)
-
-    def tie_weights(self):
-        "Make tied parameters one tensor again (a model without tied weights has nothing to do)."
-
-    def get_input_embeddings(self) -> nn.Embedding | None:
-        "The word-embedding table."
-        bert = self if isinstance(self, BertModel) else getattr(self, 'bert', None)
-        return bert.embeddings.word_embeddings if bert is not None else None
-
-    def set_attn_implementation(self, name: str):  # 'sdpa' or 'eager'
-        "Choose the attention code of every `BertModel` inside this model."
-        for m in self.modules():
-            if isinstance(m, BertModel): m.attn_implementation = name
-
-    def set_unpad(self, on: bool):
-        "Run the blocks of every `BertModel` inside this model on the real tokens only (True, the default) or on every position."
-        for m in self.modules():
-            if isinstance(m, BertModel): m.unpad = bool(on)
-
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        "How many distinct parameters (tied ones counted once), optionally without the embedding tables."
-        skip = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()} if exclude_embeddings else set()
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values() if id(p) not in skip)
-
     @staticmethod
     def _retie_after_load(module, incompatible_keys):
         "After loading (even with `assign=True`, which replaces parameters): tied weights are one tensor again."
@@ -327,6 +300,41 @@ class BertPreTrainedModel(nn.Module):
                 state_dict[prefix + key] = state_dict[prefix + source]
 
 # %% ../nbs/04_encoder.ipynb 38
+@patch
+def init_weights(self: BertPreTrainedModel):
+    "(Re-)initialise every weight as BERT does, keeping tied weights tied."
+    self.tie_weights()
+    self.apply(self._init_weights)
+
+@patch
+def tie_weights(self: BertPreTrainedModel):
+    "Make tied parameters one tensor again (a model without tied weights has nothing to do)."
+
+@patch
+def get_input_embeddings(self: BertPreTrainedModel) -> nn.Embedding | None:
+    "The word-embedding table."
+    bert = self if isinstance(self, BertModel) else getattr(self, 'bert', None)
+    return bert.embeddings.word_embeddings if bert is not None else None
+
+@patch
+def set_attn_implementation(self: BertPreTrainedModel, name: str):  # 'sdpa' or 'eager'
+    "Choose the attention code of every `BertModel` inside this model."
+    for m in self.modules():
+        if isinstance(m, BertModel): m.attn_implementation = name
+
+@patch
+def set_unpad(self: BertPreTrainedModel, on: bool):
+    "Run the blocks of every `BertModel` inside this model on the real tokens only (True, the default) or on every position."
+    for m in self.modules():
+        if isinstance(m, BertModel): m.unpad = bool(on)
+
+@patch
+def num_parameters(self: BertPreTrainedModel, exclude_embeddings: bool = False) -> int:
+    "How many distinct parameters (tied ones counted once), optionally without the embedding tables."
+    skip = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()} if exclude_embeddings else set()
+    return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values() if id(p) not in skip)
+
+# %% ../nbs/04_encoder.ipynb 40
 @dataclass
 class BertModelOutput:
     "What `BertModel` returns (transformers' field names)."
@@ -378,7 +386,7 @@ class BertModel(BertPreTrainedModel):
         pooled = self.pooler(h) if self.pooler is not None else None    # (B, H)
         return BertModelOutput(h, pooled, hidden_states, attentions)
 
-# %% ../nbs/04_encoder.ipynb 41
+# %% ../nbs/04_encoder.ipynb 43
 def encoder_of(model: nn.Module,    # a `BertModel`, or a model holding one as `.bert` (every head of the book)
                what: str = 'model', # how the error names `model`
               ) -> BertModel:

@@ -19,6 +19,7 @@ from .core import check_texts, eval_mode
 from .datasets import LabelledText, bbc_articles, installed_file
 from .token_classification import forward_by_length, truncate_ids
 from .compression import model_precision
+from .embeddings import pool
 from . import pretrained
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -77,13 +78,10 @@ def sentence_features(out,                      # an encoder's output (`last_hid
                      ) -> Tensor:
     "One vector per sequence: the last layer's mean over real tokens, its [CLS] row, or the pooler's output."
     if pooling not in POOLINGS: raise ValueError(f"pooling={pooling!r}: choose one of {POOLINGS}")
-    last = out.last_hidden_state
-    if pooling == 'cls': return last[:, 0]
     if pooling == 'pooler':
         if out.pooler_output is None: raise ValueError("pooling='pooler' needs an encoder with a pooler")
         return out.pooler_output
-    m = attention_mask.unsqueeze(-1).to(last.dtype)
-    return (last * m).sum(1) / m.sum(1).clamp(min=1)
+    return pool(out.last_hidden_state, attention_mask, pooling)      # 'mean' or 'cls', as chapter 11a pools
 
 def classifier_forward(model,                   # a `BertForSequenceClassification`
                        input_ids: Tensor,       # (B, T)
@@ -97,6 +95,7 @@ def classifier_forward(model,                   # a `BertForSequenceClassificati
              else {p: sentence_features(enc, attention_mask, p) for p in pooling})
     return model.classifier(model.dropout(enc.pooler_output)), feats
 
+# %% ../nbs/13_ood.ipynb 16
 def cut_length(model, tokenizer, max_length: int | None = None) -> int:
     "The tokens per text `text_outputs` reads: `max_length`, at most the tokenizer's and the model's limit (the default)."
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
@@ -134,7 +133,7 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     pooled = {p: torch.stack([f[p] for _, f in out]) for p in poolings}
     return TextOutputs(torch.stack([lg for lg, _ in out]) if head else None, pooled[poolings[0]], pooled)
 
-# %% ../nbs/13_ood.ipynb 17
+# %% ../nbs/13_ood.ipynb 19
 def calibration_bins(y_true: Tensor,    # (N,) true class ids
                      probs: Tensor,     # (N, C) predicted probabilities
                      n_bins: int = 15,  # equal-width confidence bins over [0, 1]
@@ -161,6 +160,7 @@ def expected_calibration_error(y_true: Tensor, probs: Tensor, n_bins: int = 15) 
     full = b['count'] > 0
     return float((b['count'][full] / b['count'].sum() * (b['accuracy'][full] - b['confidence'][full]).abs()).sum())
 
+# %% ../nbs/13_ood.ipynb 21
 TEMPERATURE_BOUNDS = (0.05, 20.0)    # the range `fit_temperature` searches: sharpening 20x to flattening 20x
 
 def _golden_min(f, a: float, b: float, steps: int) -> float:
@@ -197,6 +197,7 @@ def fit_temperature(logits: Tensor,      # (N, C) validation logits
             return bound
     return math.exp(log_t)
 
+# %% ../nbs/13_ood.ipynb 23
 def plot_reliability(ax, y_true: Tensor, probs: Tensor, n_bins: int = 15, label: str | None = None):
     "A reliability diagram on `ax`: accuracy against mean confidence per bin; the dotted diagonal is perfect calibration."
     b = calibration_bins(y_true, probs, n_bins)
@@ -207,7 +208,7 @@ def plot_reliability(ax, y_true: Tensor, probs: Tensor, n_bins: int = 15, label:
     ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.legend(fontsize=8)
     return ax
 
-# %% ../nbs/13_ood.ipynb 26
+# %% ../nbs/13_ood.ipynb 32
 def _logits(logits) -> Tensor:
     logits = torch.as_tensor(logits, dtype=torch.float32)
     if logits.dim() != 2 or logits.shape[1] < 2: raise ValueError(f"logits must be (N, C) with C ≥ 2, got {tuple(logits.shape)}")
@@ -225,6 +226,7 @@ def energy_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
     "The free energy E(x) = −T·logsumexp(logits / T) (Liu et al. 2020). Higher: more OOD."
     return -temperature * torch.logsumexp(_logits(logits) / temperature, -1)
 
+# %% ../nbs/13_ood.ipynb 34
 class Mahalanobis:
     "Gaussian class means with one shared covariance, fitted on training features (Lee et al. 2018); scores the squared distance to the nearest mean."
     def __init__(self, means: Tensor,     # (K, H) one mean per class (K = 1: class-agnostic)
@@ -261,6 +263,7 @@ class Mahalanobis:
         d = x[:, None, :] - self.means[None]                        # (N, K, H)
         return torch.einsum('nkh,hg,nkg->nk', d, self.precision, d).min(-1).values.float()
 
+# %% ../nbs/13_ood.ipynb 36
 class NearestNeighbours:
     "Distance to the k-th nearest training vector by cosine (Sun et al. 2022): 1 − cos(x, its k-th neighbour). Higher: more OOD."
     def __init__(self, features: Tensor,  # (N, H) training features
@@ -280,7 +283,7 @@ class NearestNeighbours:
         x = F.normalize(x, dim=-1)
         return torch.cat([1 - (q @ self.bank.T).topk(self.k, -1).values[:, -1] for q in x.split(self.batch_size)])
 
-# %% ../nbs/13_ood.ipynb 29
+# %% ../nbs/13_ood.ipynb 39
 def _two_sets(in_scores, out_scores) -> tuple[Tensor, Tensor]:
     a, b = (torch.as_tensor(s, dtype=torch.float64).flatten() for s in (in_scores, out_scores))
     if not len(a) or not len(b): raise ValueError(f"both sets need scores: {len(a)} in-distribution, {len(b)} OOD")
@@ -332,11 +335,12 @@ def ood_metrics(in_scores: Tensor, out_scores: Tensor) -> dict:
     "AUROC and AUPR (OOD positive) and FPR95 (in-distribution positive) of one score on one pair of sets."
     return {'auroc': auroc(in_scores, out_scores), 'aupr': aupr(in_scores, out_scores), 'fpr95': fpr_at_tpr(in_scores, out_scores)}
 
-# %% ../nbs/13_ood.ipynb 44
+# %% ../nbs/13_ood.ipynb 54
 GUARD_FILE = 'ood_guard.safetensors'
 GUARD_METHODS = ('msp', 'max_logit', 'energy', 'mahalanobis')
 _GUARD_FORMAT = 'bert_book.ood_guard/1'
 
+# %% ../nbs/13_ood.ipynb 55
 @dataclass
 class OODGuard:
     "A fitted out-of-distribution guard: how to score a text, and the threshold above which it is flagged."
@@ -394,7 +398,7 @@ class OODGuard:
         s = self.score(logits, features)
         return s, s <= self.threshold
 
-# %% ../nbs/13_ood.ipynb 46
+# %% ../nbs/13_ood.ipynb 57
 def fit_guard(model,                           # a fine-tuned `BertForSequenceClassification`
               tokenizer,                       # its tokenizer
               train: Sequence[LabelledText],   # in-distribution training examples: class means and covariance
@@ -430,7 +434,7 @@ def fit_guard(model,                           # a fine-tuned `BertForSequenceCl
                     accept_rate=float((scores <= threshold).double().mean()), max_length=max_length,
                     precision=model_precision(model))
 
-# %% ../nbs/13_ood.ipynb 48
+# %% ../nbs/13_ood.ipynb 59
 @patch
 def save(self: OODGuard, folder: str | Path) -> Path:
     "Write the guard into a saved model's folder (`ood_guard.safetensors`), bound to that folder's weights (all shards)."

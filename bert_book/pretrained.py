@@ -87,6 +87,7 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
         raise ValueError(f"{path}: expected a dict of named tensors, got {type(state).__name__}")
     return state
 
+# %% ../nbs/09_pretrained.ipynb 11
 def load_state_dict(path: str | Path, # a weights file (.safetensors, .index.json, .bin), or a checkpoint folder
                    ) -> dict[str, Tensor]:
     "A checkpoint's tensors on the CPU, named and typed as the file holds them; errors name the file."
@@ -113,7 +114,7 @@ def weights_sha256(folder: str | Path, # a checkpoint folder
     for shard in sorted(set(_weight_map(path).values())): h.update(f"\n{shard}\n{_file_sha256(path.parent / shard)}".encode())
     return h.hexdigest()
 
-# %% ../nbs/09_pretrained.ipynb 13
+# %% ../nbs/09_pretrained.ipynb 15
 TASKS = {None: BertModel, 'masked-lm': BertForMaskedLM, 'token-classification': BertForTokenClassification,
          'sequence-classification': BertForSequenceClassification}  # task -> the model class that `from_pretrained` builds
 # config.json's `architectures` -> the class `load_model` builds; later chapters add theirs (`register_architecture`)
@@ -136,7 +137,7 @@ def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
     try: return BertConfig(**{**d, **overrides})
     except ValueError as e: raise ValueError(f"{path} with {overrides}: {e}") from None
 
-# %% ../nbs/09_pretrained.ipynb 16
+# %% ../nbs/09_pretrained.ipynb 18
 _ENCODER_PARTS = ('embeddings.', 'encoder.', 'pooler.')   # how every key of a bare BertModel starts
 
 def _base_prefix(model: BertPreTrainedModel) -> str:
@@ -161,7 +162,7 @@ def align_keys(state: dict[str, Tensor],           # a checkpoint's tensors, as 
         if copied is not None and source not in out: out[source] = copied
     return out
 
-# %% ../nbs/09_pretrained.ipynb 20
+# %% ../nbs/09_pretrained.ipynb 22
 @dataclass
 class LoadingInfo:
     "What loading a checkpoint did besides copying tensors: the keys it could not match."
@@ -181,7 +182,7 @@ def _short(keys: list[str], n: int = 6) -> str:
     "Keys joined by commas, cut after `n`."
     return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
 
-# %% ../nbs/09_pretrained.ipynb 21
+# %% ../nbs/09_pretrained.ipynb 23
 def load_weights(model: BertPreTrainedModel,  # a bert_book model
                  state: dict[str, Tensor],    # a checkpoint's tensors, in any of the usual key layouts
                  source: str = 'the checkpoint',  # where they came from, for messages
@@ -211,7 +212,7 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
     model.load_state_dict({k: v for k, v in state.items() if k in expected and k not in skipped}, strict=False)
     return LoadingInfo(source, missing, unexpected, mismatched)
 
-# %% ../nbs/09_pretrained.ipynb 22
+# %% ../nbs/09_pretrained.ipynb 24
 def _task(task: str | None) -> str | None:
     "`task` as a key of TASKS ('encoder' is the bare encoder, None); anything else is an error."
     task = None if task == 'encoder' else task
@@ -255,7 +256,7 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
                   ignore_mismatched_sizes=ignore_mismatched_sizes, device=device,
                   attn_implementation=attn_implementation, **config_overrides)
 
-# %% ../nbs/09_pretrained.ipynb 35
+# %% ../nbs/09_pretrained.ipynb 37
 def _files_written(tokenizer) -> list[str]:
     "The names `save_pretrained` writes."
     return [CONFIG_NAME, WEIGHTS_NAME] + ([TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
@@ -304,7 +305,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if tokenizer is not None: tokenizer.save(folder)
     return folder
 
-# %% ../nbs/09_pretrained.ipynb 42
+# %% ../nbs/09_pretrained.ipynb 44
 def register_architecture(cls: type,               # a subclass of one of TASKS' classes, e.g. a head with a CRF
                           name: str | None = None,  # the name config.json's `architectures` gives it; default: the class's
                          ) -> type:
@@ -325,6 +326,7 @@ def class_task(cls: type) -> str:
     "The task a model class serves: 'encoder', 'masked-lm', 'token-classification' or 'sequence-classification'."
     return next('encoder' if t is None else t for t, c in TASKS.items() if issubclass(cls, c))
 
+# %% ../nbs/09_pretrained.ipynb 46
 def _weight_names(folder: Path) -> list[str]:
     "The tensor names of a checkpoint folder (read without loading a safetensors file's tensors)."
     path = find_weights(folder)
@@ -360,6 +362,7 @@ def folder_task(folder: str | Path) -> str:  # a checkpoint folder
     "The task a folder's model serves ('encoder', 'masked-lm', 'token-classification', 'sequence-classification')."
     return class_task(folder_class(folder))
 
+# %% ../nbs/09_pretrained.ipynb 48
 def load_model(folder: str | Path,           # a checkpoint folder
                task: str | None = None,      # None: what the folder holds; 'encoder': its bare encoder
                *,
@@ -390,7 +393,7 @@ def _folder_encoder(folder: Path) -> BertModel:
 
 register_encoder_loader(_folder_encoder)   # the trainers read `encoder=` a folder with it (chapter 6's `start_from`)
 
-# %% ../nbs/09_pretrained.ipynb 47
+# %% ../nbs/09_pretrained.ipynb 53
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:

@@ -75,6 +75,7 @@ def _organisation(r):
     x = r.random()
     return _company(r) if x < 0.45 else _institution(r) if x < 0.8 else r.choice(_CLUBS) if x < 0.9 else r.choice(_NEWS)
 
+# %% ../nbs/02b_synthetic.ipynb 11
 _SLOTS = {  # slot -> (entity type, sampler)
     'PER': ('PER', _person), 'SUR': ('PER', _surname), 'FIRST': ('PER', lambda r: r.choice(_FIRST + _AMBIG_FIRST)),
     'LOC': ('LOC', _place), 'CITY': ('LOC', _city), 'COUNTRY': ('LOC', _country), 'REGION': ('LOC', lambda r: r.choice(_REGIONS)),
@@ -104,7 +105,7 @@ def _fill_then_pick(name: str):
     phrases = tuple(_V['fillers'][name])
     return lambda r: r.choice([_filled(p, r) for p in phrases])
 
-# %% ../nbs/02b_synthetic.ipynb 11
+# %% ../nbs/02b_synthetic.ipynb 13
 _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbers here, words from the vocabulary
     'day': _pick('day'), 'month': _pick('month'),
     'year': lambda r: str(r.randint(1950, 2025)), 'num': lambda r: r.choice((str(r.randint(2, 99)), str(r.randint(100, 950)), f'{r.randint(1, 9)},{r.randint(0, 999):03d}')),
@@ -116,7 +117,7 @@ _FILLERS = {  # filler -> sampler of plain words (space-separated tokens): numbe
     'dur': _pick('dur'), 'when': _fill_then_pick('when'), 'job': _pick('job'), 'said': _pick('said'), 'poss': _pick('poss'),
 }
 
-# %% ../nbs/02b_synthetic.ipynb 13
+# %% ../nbs/02b_synthetic.ipynb 15
 def _fill(template: str, r: random.Random, tokens: list[str], spans: list[Span]):
     "Append the tokens (and entity spans) of one filled template."
     for piece in template.split():
@@ -146,7 +147,7 @@ def _tidy(tokens: list[str], spans: list[Span]):
         if tokens[i] in ('a', 'A') and i not in inside and tokens[i + 1].startswith(_VOWELS) \
                 and not tokens[i + 1].startswith(('one', 'Eu')): tokens[i] += 'n'   # 'a one-year', 'a European'
 
-# %% ../nbs/02b_synthetic.ipynb 15
+# %% ../nbs/02b_synthetic.ipynb 17
 def _one_sentence(r: random.Random, scheme: str) -> TaggedSentence:
     "One synthetic sentence: a template, maybe with a clause before or after it."
     template = r.choice(_TEMPLATES)
@@ -190,7 +191,7 @@ def synthetic_ner(n_sentences: int, # how many sentences
             out.append(s)
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 18
+# %% ../nbs/02b_synthetic.ipynb 20
 def synthetic_corpus(n_sentences: int, # how many lines
                      seed: int = 1, # the same seed gives the same text
                      exclude: Iterable[TaggedSentence] = (), # sentences that must not appear (e.g. an NER test set)
@@ -205,7 +206,7 @@ def synthetic_corpus(n_sentences: int, # how many lines
         seen.add(tuple(s.tokens)); out.append(detokenize(s.tokens))
     return out
 
-# %% ../nbs/02b_synthetic.ipynb 21
+# %% ../nbs/02b_synthetic.ipynb 23
 SAMPLE_SIZES = {'train': 2000, 'dev': 300, 'test': 300, 'corpus': 8000}
 SAMPLE_SEEDS = {'ner': 0, 'corpus': 1}
 

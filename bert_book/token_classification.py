@@ -250,6 +250,7 @@ def decode_word_tags(model,                      # the tagger whose labels (and 
     if decode not in DECODERS: raise ValueError(f"decode={decode!r}; choose one of {tuple(DECODERS)}")
     return DECODERS[decode].decode(model, probs, scheme)
 
+# %% ../nbs/08a_token_classification.ipynb 25
 def predict_ner(model, tokenizer,
                 sentences: Sequence[Sequence[str]], # each sentence a list of words
                 *,
@@ -294,7 +295,7 @@ def evaluate_ner(model, tokenizer,
                report=report, predictions=pred)
     return out
 
-# %% ../nbs/08a_token_classification.ipynb 26
+# %% ../nbs/08a_token_classification.ipynb 28
 def balanced_class_weights(dataset: NERDataset, # encoded training examples
                            num_labels: int,     # how many labels the model has
                           ) -> Tensor:
@@ -332,7 +333,7 @@ def ner_loss(class_weights: Tensor | None = None, # (C,) weights, or None
     return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                                   weight=class_weights.to(logits.device), ignore_index=IGNORE_INDEX)
 
-# %% ../nbs/08a_token_classification.ipynb 29
+# %% ../nbs/08a_token_classification.ipynb 31
 def _tagger_config(encoder, config: BertConfig | None, tokenizer, labels: list[str]) -> BertConfig:
     "The tagger's config: `config`, else the encoder's, else the book's compact BERT; with the labels set."
     if config is None and encoder is not None: config = encoder_of(encoder, 'encoder').config
@@ -345,6 +346,7 @@ def _tagger_config(encoder, config: BertConfig | None, tokenizer, labels: list[s
 
 _EVAL_KEYS = ('loss', 'token_accuracy', 'precision', 'recall', 'f1', 'f1_default', 'f1_strict')
 
+# %% ../nbs/08a_token_classification.ipynb 33
 def train_ner(train: Sequence[TaggedSentence], # training sentences
               dev: Sequence[TaggedSentence],   # validation sentences: early stopping and the best checkpoint
               *,
@@ -419,7 +421,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
                       loss_fn=ner_loss(class_weights, focal_gamma), lr_factors=lr_factors)
     return Trained(model, trainer.fit())
 
-# %% ../nbs/08a_token_classification.ipynb 45
+# %% ../nbs/08a_token_classification.ipynb 49
 def split_words(tokenizer,  # a `BertTokenizer`
                 texts: Sequence[str], # raw texts
                ) -> list[tuple[list[list[int]], list[tuple[int, int]]]]:
@@ -439,7 +441,7 @@ def split_words(tokenizer,  # a `BertTokenizer`
         out.append((pieces, spans))
     return out
 
-# %% ../nbs/08a_token_classification.ipynb 49
+# %% ../nbs/08a_token_classification.ipynb 53
 class NERPipeline:
     "Raw texts in, entities out: `{'text', 'label', 'start', 'end', 'score'}` with character offsets into each text."
     def __init__(self, model,               # a `BertForTokenClassification`; `config.id2label` names its tags

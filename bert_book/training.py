@@ -335,26 +335,30 @@ class Trainer:
         self.best_state = None
         self.step_lr = None   # the learning rate the last optimizer step used
 
-    def _micro_batch(self, indices: list[int]) -> dict:
-        "This process's share of a global batch, collated and on the device."
-        share, extra = divmod(len(indices), self.world)   # a short last batch is split as evenly as it goes
-        start = self.rank * share + min(self.rank, extra)
-        mine = indices[start:start + share + (self.rank < extra)]
-        return to_device(self.collate_fn([self.train_data[i] for i in mine]), self.device)
+# %% ../nbs/06_training.ipynb 35
+@patch
+def _micro_batch(self: Trainer, indices: list[int]) -> dict:
+    "This process's share of a global batch, collated and on the device."
+    share, extra = divmod(len(indices), self.world)   # a short last batch is split as evenly as it goes
+    start = self.rank * share + min(self.rank, extra)
+    mine = indices[start:start + share + (self.rank < extra)]
+    return to_device(self.collate_fn([self.train_data[i] for i in mine]), self.device)
 
-    def _epoch_steps(self) -> list[list[list[int]]]:
-        "This epoch's optimizer steps, each a list of global batches (the micro-batches accumulated)."
-        c = self.cfg
-        batches = batch_schedule(len(self.train_data), self.global_batch, epoch=self.epoch, seed=c.seed,
-                                 shuffle=c.shuffle, drop_last=c.drop_last, lengths=self.lengths)
-        batches = [b for b in batches if len(b) >= self.world]  # under DDP every process needs an example
-        return [batches[s:s + c.grad_accum_steps] for s in range(0, len(batches), c.grad_accum_steps)]
+@patch
+def _epoch_steps(self: Trainer) -> list[list[list[int]]]:
+    "This epoch's optimizer steps, each a list of global batches (the micro-batches accumulated)."
+    c = self.cfg
+    batches = batch_schedule(len(self.train_data), self.global_batch, epoch=self.epoch, seed=c.seed,
+                             shuffle=c.shuffle, drop_last=c.drop_last, lengths=self.lengths)
+    batches = [b for b in batches if len(b) >= self.world]  # under DDP every process needs an example
+    return [batches[s:s + c.grad_accum_steps] for s in range(0, len(batches), c.grad_accum_steps)]
 
-    def _epoch_float(self) -> float:
-        "The position in the data in epochs (1.5: halfway through the second epoch)."
-        return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
+@patch
+def _epoch_float(self: Trainer) -> float:
+    "The position in the data in epochs (1.5: halfway through the second epoch)."
+    return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
-# %% ../nbs/06_training.ipynb 37
+# %% ../nbs/06_training.ipynb 39
 @patch
 def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
@@ -378,6 +382,7 @@ def _nonfinite(self: Trainer, why: str) -> FloatingPointError:
     return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
                               f"are those after step {self.step}.")
 
+# %% ../nbs/06_training.ipynb 41
 @patch
 def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
@@ -418,7 +423,7 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     return loss_sum
 
 
-# %% ../nbs/06_training.ipynb 41
+# %% ../nbs/06_training.ipynb 45
 @patch
 def evaluate(self: Trainer) -> dict:
     "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
@@ -456,7 +461,7 @@ def _load_best(self: Trainer):
     if self.best_state is not None: self.model.load_state_dict(self.best_state)
     elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
 
-# %% ../nbs/06_training.ipynb 45
+# %% ../nbs/06_training.ipynb 49
 def _torch_rng_state() -> dict:
     "This process's torch random state: the CPU's and every GPU's."
     return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -490,6 +495,7 @@ def save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = Fals
     if self.world > 1: dist.barrier()
     return folder
 
+# %% ../nbs/06_training.ipynb 51
 @patch
 def load_checkpoint(self: Trainer, folder: str | Path):
     "Restore what `save_checkpoint` wrote (safetensors and `torch.load(weights_only=True)`: no code is unpickled)."
@@ -526,7 +532,7 @@ def _load_weights(self: Trainer, path: Path):
         if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
 
-# %% ../nbs/06_training.ipynb 49
+# %% ../nbs/06_training.ipynb 55
 @patch
 def fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."
