@@ -92,6 +92,7 @@ def cmd_train_mlm(args) -> int:
                       'validation_loss': round(loss, 4), 'steps': history.train[-1]['step'] if history.train else 0}))
     return 0
 
+# %% ../nbs/16_cli.ipynb 11
 def _encoder_and_tokenizer(folder: str | None, train: list, args):
     "A pre-trained encoder folder's model and tokenizer, or (None, a WordPiece trained on the training sentences)."
     if folder is None:
@@ -120,6 +121,7 @@ def cmd_train_ner(args) -> int:
                       'steps': last.get('step')}))
     return 0
 
+# %% ../nbs/16_cli.ipynb 13
 def _labelled(path: str, args, what: str) -> list:
     "The labelled texts of a user's file, read with the --text-column, --label-column and --format options."
     if not Path(path).is_file(): raise UserError(f"{what} {path}: no such file")
@@ -162,6 +164,7 @@ def cmd_train_cls(args) -> int:
                       'best_dev_accuracy': round(history.best_metric, 4), 'steps': history.eval[-1]['step'] if history.eval else None}))
     return 0
 
+# %% ../nbs/16_cli.ipynb 15
 def cmd_fit_guard(args) -> int:
     "Fit an out-of-distribution guard for a sentence classifier on in-distribution texts and save it beside the model (chapter 13)."
     folder = Path(args.model_dir)
@@ -196,6 +199,7 @@ def cmd_compress(args) -> int:
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}))
     return 0
 
+# %% ../nbs/16_cli.ipynb 17
 def cmd_export_onnx(args) -> int:
     "Write a model folder as model.onnx (dynamic batch and length) with its config and tokenizer, for onnxruntime (chapter 14d)."
     folder = export_onnx(args.model_dir, args.output_dir)
@@ -225,7 +229,7 @@ def cmd_serve(args) -> int:
           log_format=args.log_format, workers=args.workers, drain_seconds=args.drain_seconds)
     return 0
 
-# %% ../nbs/16_cli.ipynb 11
+# %% ../nbs/16_cli.ipynb 19
 def _positive_int(s: str) -> int:
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
@@ -257,12 +261,22 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: float, batch_size:
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--precision', choices=('auto', 'fp32', 'bf16', 'fp16'), default='auto', help="autocast precision: auto is bf16 on a GPU that has it, else fp32; bf16 on a CPU with bf16 instructions (chapter 14d); fp16 on a GPU only (default: %(default)s)")
 
+# %% ../nbs/16_cli.ipynb 21
 def build_parser() -> argparse.ArgumentParser:
     "The `bert-book` argument parser and its subcommands."
     parser = argparse.ArgumentParser(prog=PROG, description='BERT in PyTorch: pre-train, fine-tune, tag and serve.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     sub.add_parser('demo', help="the book's main job on its bundled data (bert-book demo --help for its options)", add_help=False)
 
+    _add_training_commands(sub)
+    _add_folder_commands(sub)
+    _add_serve_command(sub)
+    _add_embedding_commands(sub)
+    return parser
+
+# %% ../nbs/16_cli.ipynb 22
+def _add_training_commands(sub):
+    "`train-mlm`, `train-ner` and `train-cls`: the commands that train a model folder."
     p = sub.add_parser('train-mlm', help='train a tokenizer and pre-train a masked language model', description=cmd_train_mlm.__doc__)
     p.add_argument('--corpus', default=None, help='a UTF-8 text file, one text per line (default: the bundled corpus)')
     p.add_argument('--max-texts', type=_positive_int, default=None, help='use only the first N texts')
@@ -286,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p, epochs=2.0, batch_size=16, lr=None)
     p.set_defaults(run=cmd_train_cls)
 
+# %% ../nbs/16_cli.ipynb 23
+def _add_folder_commands(sub):
+    "`fit-guard`, `compress`, `predict` and `export-onnx`: the commands that use a trained folder."
     p = sub.add_parser('fit-guard', help="fit a sentence classifier's out-of-distribution guard", description=cmd_fit_guard.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a sentence-classifier folder; the guard is written into it')
     _add_labelled_options(p, 'in-distribution')
@@ -323,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('output_dir', metavar='OUTPUT_DIR', help='the folder to write: model.onnx, config.json, tokenizer (new or empty)')
     p.set_defaults(run=cmd_export_onnx)
 
+# %% ../nbs/16_cli.ipynb 24
+def _add_serve_command(sub):
+    "`serve` (chapters 14a and 14c)."
     p = sub.add_parser('serve', help='serve a model folder over HTTP (REST, micro-batched)', description=cmd_serve.__doc__)
     p.add_argument('model_dir', metavar='MODEL_DIR', help='a tagger, masked-language-model or sentence-classifier folder')
     p.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: %(default)s; 0.0.0.0 for all)')
@@ -343,10 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--drain-seconds', type=float, default=1.0, help='after SIGTERM, how long /ready answers 503 (and answers close their connections) before the port closes (default: %(default)s)')
     p.set_defaults(run=cmd_serve)
 
-    _add_embedding_commands(sub)
-    return parser
-
-# %% ../nbs/16_cli.ipynb 12
+# %% ../nbs/16_cli.ipynb 25
 def cmd_embed(args) -> int:
     "Print one JSON object per text: the text and its embedding, pooled as the folder says (chapter 11a)."
     texts = [line.rstrip('\n') for line in sys.stdin] if args.texts == ['-'] else args.texts
@@ -403,7 +420,7 @@ def _add_embedding_commands(sub):
     _add_training_options(p, epochs=1.0, batch_size=32, lr=None)
     p.set_defaults(run=cmd_train_embed)
 
-# %% ../nbs/16_cli.ipynb 13
+# %% ../nbs/16_cli.ipynb 26
 def main(argv: Sequence[str] | None = None) -> int:
     "Run `bert-book` with `argv` (default: the process's arguments); returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -429,7 +446,7 @@ def run_here(*args) -> tuple[int, str, str]:
         except SystemExit as e: rc = e.code
     return rc, out.getvalue(), err.getvalue()
 
-# %% ../nbs/16_cli.ipynb 31
+# %% ../nbs/16_cli.ipynb 44
 class ServeProcess:
     "`bert-book serve FOLDER OPTIONS...` in its own process on a free loopback port (for tests, benchmarks, notebooks)."
     def __init__(self, folder: str | Path,    # the model folder to serve
@@ -484,6 +501,6 @@ class ServeProcess:
     def __exit__(self, *exc):
         if self.proc is not None and self.proc.poll() is None: self.stop()
 
-# %% ../nbs/16_cli.ipynb 35
+# %% ../nbs/16_cli.ipynb 48
 if __name__ == '__main__' and 'ipykernel' not in sys.modules:   # python -m bert_book.cli (not when this notebook runs)
     sys.exit(main())

@@ -147,6 +147,7 @@ def _warm(engine: Engine) -> None:
     method = next(m for m, tasks in METHODS.items() if engine.task in tasks)   # encode, fill_mask, classify or embed
     getattr(engine, method)([f"warm {engine.tokenizer.mask_token} up"])
 
+# %% ../nbs/14c_operations.ipynb 15
 def operate(app,                          # an app from `create_app`
             *,
             api_key: str | None = None,   # the key every route but /health and /ready requires; None: no key
@@ -180,7 +181,7 @@ def operate(app,                          # an app from `create_app`
     app.add_middleware(_Operations, state=ops)
     return app
 
-# %% ../nbs/14c_operations.ipynb 15
+# %% ../nbs/14c_operations.ipynb 17
 def default_threads() -> int:
     "Threads for the model: the CPUs this process may run on (taskset, cgroup affinity), at most torch's default."
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
@@ -225,7 +226,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.bind((host, port)); sock.listen(2048); sock.set_inheritable(True)
     return sock
 
-# %% ../nbs/14c_operations.ipynb 16
+# %% ../nbs/14c_operations.ipynb 18
 def serve(folder: str | Path,           # the model folder
           host: str = '127.0.0.1',      # loopback by default: pass 0.0.0.0 to listen on every interface
           port: int = 8000,

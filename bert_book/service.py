@@ -19,7 +19,7 @@ from fastcore.basics import patch
 
 from .core import check_positive_int, check_texts, optional_import
 from .compression import count_weights
-from .engine import METHODS, Engine, UnsupportedTask
+from .engine import METHODS, Engine, UnsupportedTask, pair_up, ranked
 
 _logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def _run_batch(self: MicroBatcher, batch: list[_Request]) -> list:
         self.stats['failed_batches'] += 1
         return [self._run_batch([r])[0] for r in batch]
 
+# %% ../nbs/14a_service.ipynb 12
 @patch
 async def _work(self: MicroBatcher):
     "The worker: gather a batch, run it in the model thread, resolve the futures; until `stop()`'s sentinel."
@@ -141,8 +142,7 @@ async def _work(self: MicroBatcher):
                 r = self._queue.get_nowait()
                 if r is not None: self._held.append(r)
 
-
-# %% ../nbs/14a_service.ipynb 17
+# %% ../nbs/14a_service.ipynb 21
 def _need(module: str):
     "One of the serve extra's modules (fastapi, uvicorn, httpx, prometheus_client), or the pip command that installs it."
     return optional_import(module, 'serve')
@@ -167,7 +167,7 @@ if BaseModel is not None:
     class FillMaskRequest(TextsRequest):
         top_k: int = Field(5, ge=1, le=100, description='candidates per [MASK]')
 
-# %% ../nbs/14a_service.ipynb 18
+# %% ../nbs/14a_service.ipynb 22
 @dataclass
 class Limits:
     "What one request may ask of the service."
@@ -196,6 +196,7 @@ class Limits:
                     f"{self.max_chars} per text (--max-chars)")
         return None
 
+# %% ../nbs/14a_service.ipynb 24
 class _BodyLimit:
     """ASGI middleware: a request body over `max_bytes` is answered 413 before it is read (by its Content-Length) or as
     soon as it passes the limit (a chunked body), so that no one request can fill the server's memory."""
@@ -232,6 +233,7 @@ class _BodyLimit:
             if not over: raise
         if over and not started: await self._refuse(send, message)
 
+# %% ../nbs/14a_service.ipynb 26
 def _validation_message(errors: list[dict]) -> str:
     "pydantic's errors as one line: 'texts: List should have at least 1 item ...; texts.1: Input should be a valid string'."
     parts = []
@@ -240,7 +242,7 @@ def _validation_message(errors: list[dict]) -> str:
         parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
     return 'invalid request: ' + '; '.join(parts)
 
-# %% ../nbs/14a_service.ipynb 19
+# %% ../nbs/14a_service.ipynb 27
 def engine_info(engine: Engine) -> dict:
     """What `GET /v1/model` reports of the model: task, labels, sizes, device, limits of length, an encoder's pooling; what `classify`
     answers ('probabilities', or 'value' for a regression); whether an answer is the same whatever else shares its
@@ -265,7 +267,7 @@ def _encode_json(results: list[dict]) -> list[dict]:
     return [{k: (v.tolist() if isinstance(v, Tensor) else [list(o) for o in v] if k == 'offsets' else v)
              for k, v in r.items()} for r in results]
 
-# %% ../nbs/14a_service.ipynb 20
+# %% ../nbs/14a_service.ipynb 28
 class _ClientLeft(Exception):
     "The client closed its connection before its answer was ready."
 
@@ -275,7 +277,7 @@ def create_app(engine: Engine,               # the loaded model
     """The FastAPI application: /health, /v1/model, /v1/ner, /v1/encode, /v1/fill-mask, /v1/classify, and OpenAI's
     /v1/embeddings and vLLM's /v1/score and /v1/rerank (`add_pooling_routes`); micro-batched unless disabled."""
     _need('fastapi')
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     limits = limits or Limits()
@@ -298,6 +300,17 @@ def create_app(engine: Engine,               # the loaded model
         errors = [{'loc': list(e.get('loc', ())), 'msg': e.get('msg'), 'type': e.get('type')} for e in exc.errors()]
         if request.url.path in POOLING_ROUTES: return openai_error(400, _validation_message(errors))   # as OpenAI, vLLM
         return JSONResponse(status_code=422, content={'detail': _validation_message(errors), 'errors': errors})
+
+    run = _request_runner(engine, limits, batcher)
+    _add_task_routes(app, engine, run, limits, batcher)
+    add_pooling_routes(app, engine, run)
+
+    return app
+
+# %% ../nbs/14a_service.ipynb 30
+def _request_runner(engine: Engine, limits: Limits, batcher: MicroBatcher | None) -> Callable:
+    "`create_app`'s `run`: a request checked against `limits`, run by `engine` (through `batcher` if there is one), errors as status codes."
+    from fastapi import HTTPException, Request
 
     async def unless_client_leaves(request: Request, work):
         "Await `work`, unless the client closes the connection first: then cancel it (a queued request is never run)."
@@ -339,6 +352,14 @@ def create_app(engine: Engine,               # the loaded model
         except Exception as e:
             _logger.exception('%s failed', method); raise HTTPException(500, f"{method} failed: {type(e).__name__}: {e}") from None
 
+    return run
+
+# %% ../nbs/14a_service.ipynb 32
+def _add_task_routes(app, engine: Engine, run: Callable, limits: Limits, batcher: MicroBatcher | None):
+    "`/health`, `/v1/model` and the engine's own methods (`/v1/ner`, `/v1/encode`, `/v1/fill-mask`, `/v1/classify`), on `create_app`'s `run`."
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
     @app.get('/health')
     async def health():
         ok = batcher is None or batcher.running
@@ -367,11 +388,7 @@ def create_app(engine: Engine,               # the loaded model
         results = await run(request, 'classify', body.texts)
         return {'labels': [engine.id2label[i] for i in range(len(engine.id2label))], 'results': results}
 
-    add_pooling_routes(app, engine, run)
-
-    return app
-
-# %% ../nbs/14a_service.ipynb 22
+# %% ../nbs/14a_service.ipynb 34
 POOLING_ROUTES = ('/v1/embeddings', '/v1/score', '/v1/rerank')   # answered, errors included, in OpenAI's shape
 _ERROR_TYPES = {400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error',
                 413: 'invalid_request_error', 499: 'client_closed_request', 503: 'service_unavailable'}
@@ -408,16 +425,7 @@ if BaseModel is not None:
         top_n: int | None = Field(None, ge=0, description='results to return; 0 or None: all')
         return_documents: bool = True
 
-# %% ../nbs/14a_service.ipynb 23
-def _score_pairs(text_1, text_2) -> list[tuple[str, str]]:
-    "vLLM's pairing: one first text against every second text, or two lists of the same length pair by pair."
-    firsts, seconds = ([t] if isinstance(t, str) else t for t in (text_1, text_2))
-    if not firsts or not seconds: raise ValueError("text_1 and text_2 need at least one text each")
-    if len(firsts) == 1: firsts = firsts * len(seconds)
-    if len(firsts) != len(seconds):
-        raise ValueError(f"text_1 has {len(firsts)} texts and text_2 {len(seconds)}: give one text_1, or as many as text_2")
-    return list(zip(firsts, seconds))
-
+# %% ../nbs/14a_service.ipynb 35
 def add_pooling_routes(app, engine: Engine, run: Callable):
     "OpenAI's `/v1/embeddings` and `/v1/models`, vLLM's `/v1/score` and `/v1/rerank`, on `create_app`'s `run`."
     from fastapi import HTTPException, Request
@@ -458,11 +466,18 @@ def add_pooling_routes(app, engine: Engine, run: Callable):
             return {'object': 'list', 'data': data, 'model': engine.source, 'usage': {'prompt_tokens': n, 'total_tokens': n}}
         return await answer(work())
 
+    _add_score_routes(app, engine, run, served, check_queries, answer)
+
+# %% ../nbs/14a_service.ipynb 37
+def _add_score_routes(app, engine: Engine, run: Callable, served: Callable, check_queries: Callable, answer: Callable):
+    "vLLM's `/v1/score` and `/v1/rerank`, with `add_pooling_routes`'s checks (`served`, `check_queries`) and errors (`answer`)."
+    from fastapi import Request
+
     @app.post('/v1/score')
     async def score(body: ScoreRequest, request: Request):
         async def work():
             served(body.model)
-            pairs = _score_pairs(body.text_1, body.text_2)
+            pairs = pair_up(body.text_1, body.text_2)
             check_queries([q for q, _ in pairs], 'text_1')
             scores = await run(request, 'score', [d for _, d in pairs], call='score_pairs', items=pairs, field='text_2')
             n = sum(engine.count_tokens([q for q, _ in pairs], [d for _, d in pairs]))
@@ -478,14 +493,13 @@ def add_pooling_routes(app, engine: Engine, run: Callable):
             check_queries([body.query], 'query')
             pairs = [(body.query, d) for d in body.documents]
             scores = await run(request, 'rerank', body.documents, call='score_pairs', items=pairs, field='documents')
-            order = sorted(range(len(scores)), key=lambda i: -scores[i])[:body.top_n or None]
             results = [{'index': i, 'relevance_score': scores[i],
-                        **({'document': {'text': body.documents[i]}} if body.return_documents else {})} for i in order]
+                        **({'document': {'text': body.documents[i]}} if body.return_documents else {})} for i in ranked(scores, body.top_n or None)]
             n = sum(engine.count_tokens([q for q, _ in pairs], body.documents))
             return {'id': f'rerank-{uuid.uuid4().hex}', 'model': engine.source, 'usage': {'total_tokens': n}, 'results': results}
         return await answer(work())
 
-# %% ../nbs/14a_service.ipynb 25
+# %% ../nbs/14a_service.ipynb 39
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port nobody listens on right now (the OS picks it)."
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

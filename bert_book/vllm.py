@@ -13,7 +13,7 @@ from typing import Sequence
 from fastcore.basics import patch
 from torch import Tensor
 
-from .engine import Engine
+from .engine import Engine, pair_up
 from .token_classification import truncate_ids
 
 _logger = logging.getLogger(__name__)
@@ -135,9 +135,6 @@ def classify(self: LLM, prompts: str | Sequence[str], use_tqdm: bool = False, **
 def score(self: LLM, data_1: str | Sequence[str], data_2: str | Sequence[str], use_tqdm: bool = False,
           **kwargs) -> list[ScoringRequestOutput]:
     "Per pair, `outputs.score`: one `data_1` against every `data_2`, or pair by pair (an encoder's cosine, a cross-encoder's relevance)."
-    firsts, seconds = _prompts(data_1), _prompts(data_2)
-    if len(firsts) == 1: firsts = firsts * len(seconds)
-    if len(firsts) != len(seconds): raise ValueError(f"data_1 has {len(firsts)} texts, data_2 {len(seconds)}: give one, or as many")
-    pairs = list(zip(firsts, seconds))
-    ids = self.engine.tokenizer(firsts, seconds)['input_ids']
+    pairs = pair_up(data_1, data_2, ('data_1', 'data_2'))
+    ids = self.engine.tokenizer([q for q, _ in pairs], [d for _, d in pairs])['input_ids']
     return [ScoringRequestOutput(self._id(), ScoringOutput(s), i) for s, i in zip(self.engine.score_pairs(pairs), ids)]

@@ -94,7 +94,7 @@ ONE_HOME = {'IGNORE_INDEX': 'masking', 'check_texts': 'core', 'check_positive_in
             'SCHEME_PREFIXES': 'data', 'TAG_PREFIXES': 'data', 'normalize_scheme': 'data', 'check_sentences': 'alignment',
             'encode_ner': 'alignment', 'detokenize': 'data', 'optional_import': 'core', 'pool': 'embeddings',
             'mean_pool': 'pretrained', 'encode_pairs': 'classification', 'check_pairs': 'embeddings',
-            'bbc_articles': 'datasets', 'relevance': 'embeddings'}
+            'bbc_articles': 'datasets', 'relevance': 'embeddings', 'pair_up': 'engine', 'ranked': 'engine'}
 
 
 def test_each_job_is_defined_in_one_module():
