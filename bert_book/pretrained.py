@@ -387,11 +387,10 @@ def load_model(folder: str | Path,           # a checkpoint folder
                          f"{_short(model.loading_info.missing_keys, 3)}")
     return model.bert if task == 'encoder' and held != 'encoder' else model
 
+@register_encoder_loader   # the trainers read `encoder=` a folder with it (chapter 6's `start_from`)
 def _folder_encoder(folder: Path) -> BertModel:
     "The encoder part of whatever a checkpoint folder holds, on the CPU: what a trainer's `encoder=folder` starts from."
     return load_model(folder, 'encoder', device='cpu')
-
-register_encoder_loader(_folder_encoder)   # the trainers read `encoder=` a folder with it (chapter 6's `start_from`)
 
 # %% ../nbs/09_pretrained.ipynb 53
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
