@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 # %% auto 0
-__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'get_device', 'seed_everything', 'eval_mode', 'get_activation', 'check_texts',
-           'check_positive_int', 'optional_import', 'BertConfig']
+__all__ = ['ACTIVATIONS', 'CONFIG_NAME', 'CONFIG_FORMATS', 'get_device', 'seed_everything', 'eval_mode', 'get_activation',
+           'check_texts', 'check_positive_int', 'optional_import', 'BertConfig']
 
 # %% ../nbs/00_core.ipynb 6
 def _mps_available() -> bool:
@@ -77,6 +77,7 @@ ACTIVATIONS = {
     'gelu_pytorch_tanh': lambda x: F.gelu(x, approximate='tanh'),
     'relu': F.relu,
     'silu': F.silu, 'swish': F.silu,
+    'tanh': torch.tanh,                                            # BERT's pooler
 }
 
 def get_activation(name: str):
@@ -122,7 +123,7 @@ def optional_import(module: str,  # e.g. 'fastapi', 'onnxruntime'
 # %% ../nbs/00_core.ipynb 22
 CONFIG_NAME = 'config.json'
 _POSITIVE_INTS = ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
-                  'max_position_embeddings', 'type_vocab_size', 'num_labels')
+                  'max_position_embeddings', 'num_labels')
 _PROBABILITIES = ('hidden_dropout_prob', 'attention_probs_dropout_prob')
 
 @dataclass
@@ -147,6 +148,11 @@ class BertConfig:
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed (chapter 12); {} = none
+    # BERT's descendants differ from it by a few switches (chapter 9b, "The BERT family"); the defaults are BERT's
+    model_type: str = 'bert'               # config.json's family name: 'bert', 'roberta', 'distilbert', 'electra', ...
+    embedding_size: int | None = None      # ELECTRA: embeddings this wide, projected up to hidden_size; None: hidden_size
+    positions_skip_padding: bool = False   # RoBERTa: positions count the real tokens, from pad_token_id + 1
+    pooler_act: str = 'tanh'               # the pooler's activation: 'relu' for DistilBERT, 'gelu' for ELECTRA
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a config.json this book does not use, kept as they are
 
     def __post_init__(self):
@@ -164,12 +170,17 @@ class BertConfig:
         "The width of one attention head."
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def max_sequence_length(self) -> int:
+        "The most tokens one sequence may have: the position table's rows, less those RoBERTa's offset skips."
+        return self.max_position_embeddings - (self.pad_token_id + 1 if self.positions_skip_padding else 0)
+
 # %% ../nbs/00_core.ipynb 24
 @patch
 def _check_types(self: BertConfig):
-    for name in _POSITIVE_INTS + ('pad_token_id',):
+    for name in _POSITIVE_INTS + ('pad_token_id', 'type_vocab_size', 'embedding_size'):
         v = getattr(self, name)
-        if v is None and name == 'num_labels': continue
+        if v is None and name in ('num_labels', 'embedding_size'): continue
         if isinstance(v, float) and v.is_integer(): v = int(v); setattr(self, name, v)
         if not isinstance(v, int) or isinstance(v, bool):
             raise ValueError(f"BertConfig.{name} must be an int, got {v!r}")
@@ -178,6 +189,11 @@ def _check_types(self: BertConfig):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ValueError(f"BertConfig.{name} must be a number, got {v!r}")
         setattr(self, name, float(v))
+    if not isinstance(self.positions_skip_padding, bool):
+        raise ValueError(f"BertConfig.positions_skip_padding must be True or False, got {self.positions_skip_padding!r}")
+    for name in ('model_type', 'pooler_act', 'hidden_act'):
+        if not isinstance(getattr(self, name), str):
+            raise ValueError(f"BertConfig.{name} must be a str, got {getattr(self, name)!r}")
 
 @patch
 def _resolve_labels(self: BertConfig):
@@ -227,6 +243,14 @@ def validate(self: BertConfig):
     if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
         raise ValueError("BertConfig.layer_norm_eps and initializer_range must be positive")
     get_activation(self.hidden_act)
+    if self.pooler_act not in ACTIVATIONS:
+        raise ValueError(f"BertConfig.pooler_act={self.pooler_act!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+    if self.type_vocab_size < 0: raise ValueError(f"BertConfig.type_vocab_size must be 0 (no token types) or more, got {self.type_vocab_size}")
+    if self.embedding_size is not None and self.embedding_size < 1:
+        raise ValueError(f"BertConfig.embedding_size must be positive or None, got {self.embedding_size}")
+    if self.max_sequence_length < 1:
+        raise ValueError(f"BertConfig.max_position_embeddings={self.max_position_embeddings} leaves no position for a "
+                         f"token after RoBERTa's offset of pad_token_id + 1 = {self.pad_token_id + 1}")
     if self.position_embedding_type != 'absolute':
         raise ValueError(f"BertConfig.position_embedding_type={self.position_embedding_type!r} is not supported; only 'absolute'")
     if not 0 <= self.pad_token_id < self.vocab_size:
@@ -244,6 +268,10 @@ def validate(self: BertConfig):
 # --- config.json in and out -------------------------------------------------------------------------------
 
 # %% ../nbs/00_core.ipynb 28
+# model_type -> (read, write): how a descendant's config.json maps onto these fields and back (chapter 9b fills it)
+CONFIG_FORMATS: dict[str, tuple] = {}
+_SWITCHES = {'embedding_size': None, 'positions_skip_padding': False, 'pooler_act': 'tanh'}  # BERT's values
+
 @patch
 def to_dict(self: BertConfig) -> dict:
     "The config as transformers writes it: its fields, `model_type`, label ids as strings, and the kept extras."
@@ -251,17 +279,22 @@ def to_dict(self: BertConfig) -> dict:
     d['id2label'] = {str(i): l for i, l in self.id2label.items()}
     if self.pruned_heads: d['pruned_heads'] = {str(k): v for k, v in self.pruned_heads.items()}
     else: del d['pruned_heads']   # an unpruned model's config.json stays as transformers writes it
-    return {**self.extra, 'model_type': 'bert', **d}
+    for name, bert in _SWITCHES.items():   # BERT's own values are not written: its config.json stays transformers'
+        if d[name] == bert: del d[name]
+    d = {**self.extra, **d}
+    return CONFIG_FORMATS[self.model_type][1](d) if self.model_type in CONFIG_FORMATS else d
 
 @patch(cls_method=True)
 def from_dict(cls: BertConfig, d: dict, source: str = 'config') -> 'BertConfig':
     "A config from a dict such as a parsed config.json; unknown keys are kept in `extra`."
     if not isinstance(d, dict): raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
     model_type = d.get('model_type', 'bert')
-    if model_type != 'bert': raise ValueError(f"{source}: model_type is {model_type!r}, not 'bert'")
+    if model_type in CONFIG_FORMATS: d = CONFIG_FORMATS[model_type][0](dict(d))
+    elif model_type != 'bert':
+        raise ValueError(f"{source}: model_type is {model_type!r}; this book reads {['bert', *CONFIG_FORMATS]}")
     names = {f.name for f in fields(cls)} - {'extra'}
     known = {k: v for k, v in d.items() if k in names}
-    extra = {k: v for k, v in d.items() if k not in names and k != 'model_type'}
+    extra = {k: v for k, v in d.items() if k not in names}
     try: return cls(**known, extra=extra)
     except ValueError as e: raise ValueError(f"{source}: {e}") from None
 

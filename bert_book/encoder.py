@@ -24,24 +24,33 @@ class BertEmbeddings(nn.Module):
     "Word + position + token-type embeddings, then LayerNorm and dropout."
     def __init__(self, config: BertConfig):
         super().__init__()
-        H = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
-        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        E = config.embedding_size or config.hidden_size     # ELECTRA's are narrower (chapter 9b); BERT's are H wide
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        # DistilBERT has no segments (type_vocab_size=0): no table, and any token_type_ids must be 0
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.skip_padding, self.pad_token_id = config.positions_skip_padding, config.pad_token_id
 
     def forward(self, input_ids: Tensor,                 # (B, T) token ids
                 token_type_ids: Tensor | None = None,    # (B, T) segment ids; None means all 0
                 position_ids: Tensor | None = None,      # (T,), (1, T) or (B, T); None means 0..T-1
                ) -> Tensor:
-        "Embed token ids (B, T) as hidden states (B, T, H)."
-        if position_ids is None: position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
-        x = self.word_embeddings(input_ids)                                                              # (B, T, H)
-        if token_type_ids is None: x = x + self.token_type_embeddings.weight[0]                          # type 0 everywhere
-        else: x = x + self.token_type_embeddings(token_type_ids)
+        "Embed token ids (B, T) as hidden states (B, T, E)."
+        if position_ids is None: position_ids = self.positions(input_ids)                                # (T,) or (B, T)
+        x = self.word_embeddings(input_ids)                                                              # (B, T, E)
+        types = self.token_type_embeddings                                                               # None: no segments
+        if types is not None: x = x + (types.weight[0] if token_type_ids is None else types(token_type_ids))  # None: type 0
         x = x + self.position_embeddings(position_ids)                                                   # broadcast over B
         return self.dropout(self.LayerNorm(x))
+
+    def positions(self, input_ids: Tensor) -> Tensor:   # (B, T) token ids
+        "BERT's positions 0..T-1 (T,); with RoBERTa's switch (B, T): real tokens count from pad_token_id + 1."
+        if not self.skip_padding: return torch.arange(input_ids.shape[1], device=input_ids.device)
+        real = (input_ids != self.pad_token_id).long()                         # padding is read off the ids, as RoBERTa does
+        return real.cumsum(1) * real + self.pad_token_id                      # padding sits at pad_token_id
+
 
 # %% ../nbs/04_encoder.ipynb 14
 def key_padding_mask(attention_mask: Tensor | None, # (B, T): 1 or True for a real token, 0 or False for padding
@@ -203,14 +212,15 @@ class BertEncoder(nn.Module):
         return h, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
 
 class BertPooler(nn.Module):
-    "The [CLS] state through a dense layer and tanh: one vector per sequence."
+    "The [CLS] state through a dense layer and tanh (`pooler_act`): one vector per sequence."
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = get_activation(config.pooler_act)   # tanh; DistilBERT's and ELECTRA's heads use relu and gelu
 
     def forward(self, h: Tensor) -> Tensor:  # (B, T, H) -> (B, H)
         "Pool the first token."
-        return torch.tanh(self.dense(h[:, 0]))
+        return self.act(self.dense(h[:, 0]))
 
 # %% ../nbs/04_encoder.ipynb 33
 def _int_range(name: str, t: Tensor, low: int, high: int, what: str):
@@ -232,9 +242,10 @@ def check_inputs(config: BertConfig,                 # the model's config
         raise ValueError(f"input_ids must be a 2-D integer tensor of shape (batch, seq_len), got {got}")
     B, T = input_ids.shape
     if B == 0 or T == 0: raise ValueError(f"input_ids is empty: shape {(B, T)}")
-    if T > config.max_position_embeddings:
-        raise ValueError(f"sequence length {T} is longer than max_position_embeddings={config.max_position_embeddings}: "
-                         f"truncate the batch or split long texts into windows")
+    if T > config.max_sequence_length:
+        offset = f" less RoBERTa's offset of {config.pad_token_id + 1}" if config.positions_skip_padding else ''
+        raise ValueError(f"sequence length {T} is longer than max_position_embeddings={config.max_position_embeddings}"
+                         f"{offset}: truncate the batch or split long texts into windows")
     if device is not None and input_ids.device != device:
         raise ValueError(f"input_ids are on {input_ids.device} but the model is on {device}: move one to the other")
     _int_range('input_ids', input_ids, 0, config.vocab_size, f'vocab_size={config.vocab_size}')
@@ -246,11 +257,13 @@ def check_inputs(config: BertConfig,                 # the model's config
                          f"got other values, e.g. {attention_mask[(attention_mask != 0) & (attention_mask != 1)][0].item()} "
                          "(an additive mask such as 0/-10000 has the opposite meaning)")
     if token_type_ids is not None:
-        _int_range('token_type_ids', token_type_ids, 0, config.type_vocab_size, f'type_vocab_size={config.type_vocab_size}')
+        types = max(config.type_vocab_size, 1)         # a model without segments takes type 0 (as tokenizers give it)
+        _int_range('token_type_ids', token_type_ids, 0, types, f'type_vocab_size={config.type_vocab_size}')
     if position_ids is not None:
         if position_ids.shape[-1] != T or position_ids.ndim > 2 or (position_ids.ndim == 2 and position_ids.shape[0] not in (1, B)):
             raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}; expected ({T},), (1, {T}) or ({B}, {T})")
-        _int_range('position_ids', position_ids, 0, config.max_position_embeddings, f'max_position_embeddings={config.max_position_embeddings}')
+        _int_range('position_ids', position_ids, 0, config.max_position_embeddings,
+                   f'max_position_embeddings={config.max_position_embeddings}')
 
 # %% ../nbs/04_encoder.ipynb 36
 ATTN_IMPLEMENTATIONS = ('sdpa', 'eager')
@@ -352,6 +365,8 @@ class BertModel(BertPreTrainedModel):
                 ):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
+        E = config.embedding_size or config.hidden_size   # ELECTRA's narrow embeddings are projected up to H
+        self.embeddings_project = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.attn_implementation, self.unpad = attn_implementation, unpad
@@ -378,6 +393,7 @@ class BertModel(BertPreTrainedModel):
         mask = key_padding_mask(attention_mask)                         # (B, 1, 1, T), or None without padding
         eager = output_attentions or self.attn_implementation == 'eager'
         h = self.embeddings(input_ids, token_type_ids, position_ids)    # (B, T, H)
+        if self.embeddings_project is not None: h = self.embeddings_project(h)   # (B, T, E) -> (B, T, H)
         tokens = None   # unpadding: the fast path only (no attention maps, no hidden states, not inside a compiled graph)
         if self.unpad and mask is not None and not (eager or output_hidden_states or torch.compiler.is_compiling()):
             tokens = RealTokens.from_mask(attention_mask)

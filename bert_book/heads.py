@@ -54,14 +54,15 @@ def check_labels(labels: Tensor,      # integer class ids, IGNORE_INDEX where no
 
 # %% ../nbs/05_heads.ipynb 13
 class BertPredictionHeadTransform(nn.Module):
-    "Dense H → H, activation, LayerNorm: the MLM head's first half."
+    "Dense H → H, activation, LayerNorm: the MLM head's first half (H → E for ELECTRA's narrow embeddings)."
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        E = config.embedding_size or config.hidden_size   # the width of the word table the decoder is tied to
+        self.dense = nn.Linear(config.hidden_size, E)
         self.act = get_activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
 
-    def forward(self, h: Tensor) -> Tensor:  # (..., H) -> (..., H)
+    def forward(self, h: Tensor) -> Tensor:  # (..., H) -> (..., E)
         "Transform hidden states before the decoder."
         return self.LayerNorm(self.act(self.dense(h)))
 
@@ -70,7 +71,7 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.embedding_size or config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias            # one bias, listed under both names as in transformers
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, json, logging
 from dataclasses import dataclass, field, fields
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .core import BertConfig, CONFIG_NAME, check_texts, eval_mode, get_device
+from .core import BertConfig, CONFIG_FORMATS, CONFIG_NAME, check_texts, eval_mode, get_device
 from .data import split_tag
 from .encoder import BertModel, BertPreTrainedModel, encoder_of
 from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
@@ -24,10 +25,11 @@ from .training import register_encoder_loader
 _logger = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'FOLDER_LOADERS', 'TASKS', 'ARCHITECTURES', 'find_weights',
-           'load_state_dict', 'weights_sha256', 'load_config', 'align_keys', 'LoadingInfo', 'load_weights',
-           'from_pretrained', 'save_pretrained', 'register_architecture', 'register_folder_loader', 'class_task',
-           'folder_class', 'folder_task', 'load_model', 'mean_pool', 'encode_sentences']
+__all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'PT_WEIGHTS_NAME', 'FOLDER_LOADERS', 'TASKS', 'ARCHITECTURES', 'FAMILIES',
+           'find_weights', 'load_state_dict', 'weights_sha256', 'load_config', 'align_keys', 'Family',
+           'register_family', 'LoadingInfo', 'load_weights', 'from_pretrained', 'save_pretrained',
+           'register_architecture', 'register_folder_loader', 'class_task', 'folder_class', 'folder_task', 'load_model',
+           'mean_pool', 'encode_sentences']
 
 # %% ../nbs/09_pretrained.ipynb 8
 WEIGHTS_NAME = 'model.safetensors'                   # what transformers writes today
@@ -138,7 +140,7 @@ def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
     except ValueError as e: raise ValueError(f"{path} with {overrides}: {e}") from None
 
 # %% ../nbs/09_pretrained.ipynb 18
-_ENCODER_PARTS = ('embeddings.', 'encoder.', 'pooler.')   # how every key of a bare BertModel starts
+_ENCODER_PARTS = ('embeddings.', 'embeddings_project.', 'encoder.', 'pooler.')   # how every key of a bare BertModel starts
 
 def _base_prefix(model: BertPreTrainedModel) -> str:
     "Where the encoder's keys start in `model`'s state dict: '' for a BertModel, 'bert.' for a model with a head."
@@ -164,6 +166,36 @@ def align_keys(state: dict[str, Tensor],           # a checkpoint's tensors, as 
 
 # %% ../nbs/09_pretrained.ipynb 22
 @dataclass
+class Family:
+    "How one of BERT's descendants names its config fields, classes and weights in transformers' folders (chapter 9b)."
+    model_type: str              # config.json's model_type, e.g. 'roberta'
+    prefix: str                  # its classes' prefix where BERT's say 'Bert': 'Roberta' in RobertaForMaskedLM
+    read_config: Callable        # its config.json as a dict -> the same under BertConfig's field names
+    write_config: Callable       # BertConfig.to_dict()'s dict -> the same under its own names
+    read_keys: Callable          # a checkpoint's tensors under its names -> under BERT's names (`align_keys` does the rest)
+    write_keys: Callable         # (tensors under the book's names, the book's class) -> under its names
+    has_pooler: bool = True      # whether its bare encoder (RobertaModel, DistilBertModel) has BERT's pooler
+    not_here: dict[str, str] = field(default_factory=dict)   # its classes the book does not build -> what to do instead
+
+    def class_name(self, bert_name: str) -> str:   # 'BertForMaskedLM'
+        "The family's name for one of the book's classes: 'RobertaForMaskedLM'."
+        return self.prefix + bert_name.removeprefix('Bert')
+
+    def bert_name(self, name: str) -> str:         # 'RobertaForMaskedLM'
+        "The book's name for one of the family's classes: 'BertForMaskedLM' (unknown names pass through)."
+        return 'Bert' + name[len(self.prefix):] if name.startswith(self.prefix) else name
+
+FAMILIES: dict[str, Family] = {}   # model_type -> Family
+
+def register_family(family: Family) -> Family:
+    "Let config.json, `load_model` and `save_pretrained` read and write one of BERT's descendants."
+    FAMILIES[family.model_type] = family
+    CONFIG_FORMATS[family.model_type] = (family.read_config, family.write_config)
+    return family
+
+
+# %% ../nbs/09_pretrained.ipynb 24
+@dataclass
 class LoadingInfo:
     "What loading a checkpoint did besides copying tensors: the keys it could not match."
     source: str                                                 # the weights file
@@ -182,7 +214,7 @@ def _short(keys: list[str], n: int = 6) -> str:
     "Keys joined by commas, cut after `n`."
     return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
 
-# %% ../nbs/09_pretrained.ipynb 23
+# %% ../nbs/09_pretrained.ipynb 25
 def load_weights(model: BertPreTrainedModel,  # a bert_book model
                  state: dict[str, Tensor],    # a checkpoint's tensors, in any of the usual key layouts
                  source: str = 'the checkpoint',  # where they came from, for messages
@@ -202,7 +234,7 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
                          "does the config describe these weights? (ignore_mismatched_sizes=True re-initialises such tensors)")
     skipped = {k for k, *_ in mismatched}
     missing, unexpected = sorted(set(expected) - set(state) - skipped), sorted(set(state) - set(expected))
-    in_encoder = lambda k: k.startswith((prefix + 'embeddings.', prefix + 'encoder.'))
+    in_encoder = lambda k: k.startswith(tuple(prefix + p for p in _ENCODER_PARTS[:3]))
     if strict and (keys := [k for k in missing if in_encoder(k)]):
         raise ValueError(f"{source}: lacks {len(keys)} encoder weights that {config_source} asks for: {_short(keys, 3)}; "
                          "does the config describe these weights? (strict=False initialises them randomly)")
@@ -212,7 +244,7 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
     model.load_state_dict({k: v for k, v in state.items() if k in expected and k not in skipped}, strict=False)
     return LoadingInfo(source, missing, unexpected, mismatched)
 
-# %% ../nbs/09_pretrained.ipynb 24
+# %% ../nbs/09_pretrained.ipynb 26
 def _task(task: str | None) -> str | None:
     "`task` as a key of TASKS ('encoder' is the bare encoder, None); anything else is an error."
     task = None if task == 'encoder' else task
@@ -225,7 +257,11 @@ def _build(cls: type, folder: Path, caller: str, *, strict: bool = True, ignore_
     config = load_config(folder, **config_overrides)
     weights = find_weights(folder)
     state = load_state_dict(weights)                 # a broken file fails here, before a model is built
-    model = cls(config, attn_implementation=attn_implementation)
+    if config.model_type in FAMILIES: state = FAMILIES[config.model_type].read_keys(state)   # RoBERTa's names -> BERT's
+    kwargs = {'attn_implementation': attn_implementation}
+    family = FAMILIES.get(config.model_type)
+    if cls is BertModel and family and not family.has_pooler: kwargs['add_pooling_layer'] = False  # DistilBertModel's
+    model = cls(config, **kwargs)
     info = load_weights(model, state, str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
     if info.missing_keys or info.unexpected_keys or info.mismatched_keys:
         _logger.warning('%s: %s', caller, info)
@@ -256,7 +292,7 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
                   ignore_mismatched_sizes=ignore_mismatched_sizes, device=device,
                   attn_implementation=attn_implementation, **config_overrides)
 
-# %% ../nbs/09_pretrained.ipynb 37
+# %% ../nbs/09_pretrained.ipynb 39
 def _files_written(tokenizer) -> list[str]:
     "The names `save_pretrained` writes."
     return [CONFIG_NAME, WEIGHTS_NAME] + ([TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
@@ -265,7 +301,8 @@ def _files_written(tokenizer) -> list[str]:
 def _check_plain_weights(model: BertPreTrainedModel, state: dict[str, Tensor], folder: Path):
     """Refuse a model whose weights a fresh model of its class and config would not have: an unmerged adapter
     (`lora_A`, `base.weight`), a quantised or re-parametrised module. Such a folder could not be loaded back."""
-    with torch.device('meta'): plain = set(type(model)(model.config).state_dict()) - set(model._tied_weights_keys)
+    kwargs = {'add_pooling_layer': model.pooler is not None} if isinstance(model, BertModel) else {}
+    with torch.device('meta'): plain = set(type(model)(model.config, **kwargs).state_dict()) - set(model._tied_weights_keys)
     surplus, lacking = sorted(set(state) - plain), sorted(plain - set(state))
     if surplus or lacking:
         what = f"holds {len(surplus)} weights a plain {type(model).__name__} has not ({_short(surplus, 3)})" if surplus \
@@ -288,7 +325,9 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {model.config.vocab_size}")
     config = copy.deepcopy(model.config)
-    config.extra['architectures'] = [type(model).__name__]          # what AutoModel reads to pick the class
+    family = FAMILIES.get(config.model_type)                          # a descendant writes its own names (chapter 9b)
+    name = type(model).__name__
+    config.extra['architectures'] = [family.class_name(name) if family else name]   # what AutoModel reads
     if isinstance(model, BertForMaskedLM): config.extra['tie_word_embeddings'] = True
     tied = model._tied_weights_keys                                    # written once, under the source's name
     state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items() if k not in tied}
@@ -298,6 +337,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     floats = [v.dtype for v in state.values() if v.is_floating_point()]
     saved = str(max(set(floats), key=floats.count)).removeprefix('torch.') if floats else 'float32'
     config.extra['torch_dtype'] = saved
+    if family: state = family.write_keys(state, type(model))
     if 'dtype' in config.extra: config.extra['dtype'] = saved
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / WEIGHTS_NAME), metadata={'format': 'pt'})
@@ -305,7 +345,7 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     if tokenizer is not None: tokenizer.save(folder)
     return folder
 
-# %% ../nbs/09_pretrained.ipynb 44
+# %% ../nbs/09_pretrained.ipynb 46
 def register_architecture(cls: type,               # a subclass of one of TASKS' classes, e.g. a head with a CRF
                           name: str | None = None,  # the name config.json's `architectures` gives it; default: the class's
                          ) -> type:
@@ -326,7 +366,7 @@ def class_task(cls: type) -> str:
     "The task a model class serves: 'encoder', 'masked-lm', 'token-classification' or 'sequence-classification'."
     return next('encoder' if t is None else t for t, c in TASKS.items() if issubclass(cls, c))
 
-# %% ../nbs/09_pretrained.ipynb 46
+# %% ../nbs/09_pretrained.ipynb 48
 def _weight_names(folder: Path) -> list[str]:
     "The tensor names of a checkpoint folder (read without loading a safetensors file's tensors)."
     path = find_weights(folder)
@@ -347,6 +387,10 @@ def folder_class(folder: str | Path, # a checkpoint folder
     config = load_config(folder)
     names = config.extra.get('architectures') or []
     if names:
+        family = FAMILIES.get(config.model_type)
+        for a in names:
+            if family and a in family.not_here: raise ValueError(f"{folder}/config.json names {a}: {family.not_here[a]}")
+        names = [family.bert_name(a) if family else a for a in names]   # 'RobertaForMaskedLM' -> 'BertForMaskedLM'
         known = [ARCHITECTURES[a] for a in names if a in ARCHITECTURES]
         if not known: raise ValueError(f"{folder}/config.json: architectures {names} is none of {list(ARCHITECTURES)}")
         return known[0]
@@ -362,7 +406,7 @@ def folder_task(folder: str | Path) -> str:  # a checkpoint folder
     "The task a folder's model serves ('encoder', 'masked-lm', 'token-classification', 'sequence-classification')."
     return class_task(folder_class(folder))
 
-# %% ../nbs/09_pretrained.ipynb 48
+# %% ../nbs/09_pretrained.ipynb 50
 def load_model(folder: str | Path,           # a checkpoint folder
                task: str | None = None,      # None: what the folder holds; 'encoder': its bare encoder
                *,
@@ -392,7 +436,7 @@ def _folder_encoder(folder: Path) -> BertModel:
     "The encoder part of whatever a checkpoint folder holds, on the CPU: what a trainer's `encoder=folder` starts from."
     return load_model(folder, 'encoder', device='cpu')
 
-# %% ../nbs/09_pretrained.ipynb 53
+# %% ../nbs/09_pretrained.ipynb 55
 def mean_pool(hidden: Tensor,          # (B, T, H) token vectors
               attention_mask: Tensor,  # (B, T) 1 for real tokens, 0 for padding
              ) -> Tensor:
