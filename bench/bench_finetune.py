@@ -10,7 +10,7 @@ Two tasks:
 
 The same settings on both sides: epochs, batch 16, lr (5e-5 for NER, 1e-4 for sentiment), linear decay after the book's default warm-up (6% of the
 steps, the same integer number of steps on both sides), AdamW with weight decay 0.01 on matrices only, eps 1e-6,
-gradient clipping at 1.0, fp32, one dev evaluation per epoch, no checkpoint saving (the book: `load_best_at_end=False`;
+gradient clipping at 1.0, fp32 (or bf16 autocast on both sides with `--precision bf16`), one dev evaluation per epoch, no checkpoint saving (the book: `load_best_at_end=False`;
 transformers: `save_strategy='no'`), no data-loader workers, no logging integrations. Each side's optimizer is its own
 default (both fused AdamW on the CPU now: the book's was foreach until this benchmark's profile found its step 5x
 slower than transformers' `adamw_torch_fused`). transformers' `group_by_length`
@@ -33,6 +33,7 @@ grouping can therefore buy: 1 / (1 - share)) and the physical-limit line (the ma
     python bench/bench_finetune.py --tasks ner --train 1000 --epochs 3   # the converged comparison (test F1 ≈ 0.90)
     python bench/bench_finetune.py --tasks ner --rounds 3  # NER only, median of 3
     python bench/bench_finetune.py --device cuda
+    python bench/bench_finetune.py --precision both        # fp32 rows, then bf16 rows (Trainer(bf16=True) vs precision='bf16')
 """
 from __future__ import annotations
 import argparse, math, sys, tempfile, time
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _e2e  # noqa: E402
 
 BATCH, LR, WEIGHT_DECAY, WARMUP_RATIO, ADAM_EPS, MAX_GRAD_NORM, SEED = 16, 5e-5, 0.01, 0.06, 1e-6, 1.0, 0
+PRECISION = {'value': 'fp32'}   # both sides' precision for the rows being run: 'fp32' or 'bf16' (--precision)
 SIZES = {  # task: (train, dev, test, epochs, lr) full / quick (a higher rate, so that ~20 steps learn something)
     'ner': ((1000, 300, 300, 2, LR), (300, 100, 200, 1, 5e-4)),
     'sentiment': ((1000, 300, 600, 1, 1e-4), (200, 100, 200, 1, 2e-4)),   # 400 x 2 at 5e-5 stayed at the majority class
@@ -86,7 +88,7 @@ def book_epoch_marks(marks: list):
 def book_config(n_train: int, epochs: int, lr: float, group: bool, device: str):
     from bert_book.training import TrainingConfig
     return TrainingConfig(num_epochs=epochs, batch_size=BATCH, lr=lr, weight_decay=WEIGHT_DECAY, adam_eps=ADAM_EPS,
-                          warmup_steps=warmup_steps(n_train, epochs), max_grad_norm=MAX_GRAD_NORM, precision='fp32',
+                          warmup_steps=warmup_steps(n_train, epochs), max_grad_norm=MAX_GRAD_NORM, precision=PRECISION['value'],
                           group_by_length=group, load_best_at_end=False, progress=False, seed=SEED, device=device)
 
 
@@ -136,7 +138,7 @@ def hf_args(out_dir, n_train, epochs, lr, group, device):
         learning_rate=lr, weight_decay=WEIGHT_DECAY, adam_epsilon=ADAM_EPS, max_grad_norm=MAX_GRAD_NORM,
         warmup_steps=warmup_steps(n_train, epochs), lr_scheduler_type='linear', eval_strategy='epoch',
         save_strategy='no', logging_strategy='no', report_to=[], disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=device == 'cpu', seed=SEED, train_sampling_strategy='group_by_length' if group else 'random')
+        use_cpu=device == 'cpu', bf16=PRECISION['value'] == 'bf16', seed=SEED, train_sampling_strategy='group_by_length' if group else 'random')
 
 
 def hf_epoch_callback(marks: list):
@@ -280,7 +282,7 @@ def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> boo
     med = {n: _e2e.median([x['total'] for x in xs]) for n, xs in results.items()}
     base = 'transformers Trainer'
     metric = 'test F1 (seqeval default)' if task == 'ner' else 'test accuracy'
-    print(f'\n## {task}: {n_train} training examples, {n_dev} dev, {n_test} test, {epochs} epoch(s), batch {BATCH}, '
+    print(f'\n## {task}, {PRECISION["value"]} on both sides: {n_train} training examples, {n_dev} dev, {n_test} test, {epochs} epoch(s), batch {BATCH}, '
           f'lr {lr}, {warmup_steps(n_train, epochs)} warm-up steps, median of {rounds} round(s)')
     body = []
     for n, xs in results.items():
@@ -317,6 +319,9 @@ def main(argv=None) -> int:
     p.add_argument('--lr', type=float, default=None, help=f'peak learning rate (default {LR}; --quick: per task, higher)')
     p.add_argument('--rows', choices=('all', 'default'), default=None,
                    help="'all', or 'default' to skip the group_by_length rows (default: all; --quick: default)")
+    p.add_argument('--precision', choices=('fp32', 'bf16', 'both'), default='fp32',
+                   help="both sides' precision: transformers' Trainer(bf16=True) against the book's precision='bf16'; "
+                        "'both' runs the fp32 rows, then the bf16 rows (default: %(default)s)")
     p.add_argument('--tolerance', type=float, default=None,
                    help='largest allowed difference of test F1 / accuracy between rows (default 0.08, --quick 0.2)')
     a = p.parse_args(argv)
@@ -325,9 +330,11 @@ def main(argv=None) -> int:
     tolerance = a.tolerance if a.tolerance is not None else (0.2 if a.quick else 0.08)
     print(f'# fine-tuning all-MiniLM-L6-v2 end to end: bert_book vs transformers\' Trainer; {_e2e.machine_line(_e2e.torch.device(a.device), a.threads)}')
     ok = True
-    for task in a.tasks.split(','):
+    for task, precision in [(t, pr) for t in a.tasks.split(',')
+                            for pr in (('fp32', 'bf16') if a.precision == 'both' else (a.precision,))]:
         if task not in SIZES: p.error(f'unknown task {task!r}; choose from {list(SIZES)}')
         n_train, n_dev, n_test, epochs, lr = SIZES[task][1 if a.quick else 0]
+        PRECISION['value'] = precision
         ok &= run_task(task, folder, (a.train or n_train, n_dev, n_test, a.epochs or epochs, a.lr or lr),
                        a.rows or ('default' if a.quick else 'all'), a.rounds, a.device, tolerance, FLOORS[task][a.quick])
     return 0 if ok else 1

@@ -190,7 +190,7 @@ def predict_logits(model,                     # a `BertForSequenceClassification
     texts = check_texts(texts)
     if pairs is not None and len(check_texts(pairs, 'pairs')) != len(texts):
         raise ValueError(f"pairs has {len(pairs)} texts, texts has {len(texts)}: give one second text per text")
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    limit = min(tokenizer.model_max_length, model.config.max_sequence_length)
     max_length = limit if max_length is None else min(max_length, limit)
     device = next(model.parameters()).device
     ids, types, _ = encode_pairs(tokenizer, texts, pairs, max_length)
@@ -277,6 +277,9 @@ def train_classifier(train: Sequence[LabelledText], # training examples
     if model is None:
         labels = sorted({x.label for x in _check_examples(train, 'training example')}) if labels is None else labels
         model = new_classifier(labels, encoder, seed=seed)
+    if max_length > model.config.max_sequence_length:
+        raise ValueError(f"max_length={max_length} is more than the model's max_sequence_length="
+                         f"{model.config.max_sequence_length}: pass max_length={model.config.max_sequence_length} or less")
     label2id = dict(model.config.label2id)
     train_set = encode_texts(train, tokenizer, label2id, max_length, 'training example')
     dev = _check_examples(dev, 'dev example')

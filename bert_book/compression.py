@@ -295,7 +295,7 @@ def labelled_batches(model,                       # a sentence classifier or a t
                      max_length: int | None = None, # tokens per example; default: the tokenizer's and the model's limit
                     ) -> list[dict]:
     "Collated labelled batches of a classifier's texts or a tagger's sentences, sorted by length: what `head_importance` reads."
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    limit = min(tokenizer.model_max_length, model.config.max_sequence_length)
     limit = limit if max_length is None else min(max_length, limit)
     if type(model).__name__.endswith('SequenceClassification'):
         data, collate = encode_texts(examples, tokenizer, model.config.label2id, limit, 'dev example'), ClassificationCollator(tokenizer.pad_token_id)

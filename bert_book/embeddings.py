@@ -112,7 +112,7 @@ def write_pooling(folder: str | Path,  # a checkpoint folder (its config.json an
 # %% ../nbs/11a_embeddings.ipynb 14
 def embedding_length(model, tokenizer, pooling: Pooling) -> int:
     "Tokens per text an embedding reads: the pooling's max_length, within the tokenizer's and the model's limits."
-    limit = min(tokenizer.model_max_length, encoder_of(model).config.max_position_embeddings)
+    limit = min(tokenizer.model_max_length, encoder_of(model).config.max_sequence_length)
     return limit if pooling.max_length is None else min(pooling.max_length, limit)
 
 @torch.inference_mode()

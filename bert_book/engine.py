@@ -103,7 +103,7 @@ class Engine:
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
         self.device = next(model.parameters()).device
         self.batch_size, self.source, self.weights_sha256, self.quantize = batch_size, source, weights_sha256, quantize
-        self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        self.max_length = min(tokenizer.model_max_length, model.config.max_sequence_length)
         self.precision = getattr(model, 'precision', None) or model_precision(model)   # another runtime's says its own
         self._lock = threading.Lock()   # one forward pass at a time: the engine may be shared by threads
         self._ner = NERPipeline(model, tokenizer, aggregation, batch_size=batch_size, device=self.device, decode=decode) \

@@ -113,16 +113,16 @@ def pretrain_mlm(train: Sequence[str],            # the training corpus, one exa
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"config.vocab_size={config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     training = training or TrainingConfig(num_epochs=3, batch_size=64, lr=1e-3, group_by_length=True)
-    examples = tokenize_corpus(train, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
+    examples = tokenize_corpus(train, tokenizer, config.max_sequence_length, word_ids=whole_word_mask)
     if dev is None:
         n_eval = max(1, int(len(examples) * eval_fraction))
         if n_eval >= len(examples): raise ValueError(f"{len(examples)} examples are too few to hold out {eval_fraction:.0%} for validation")
         examples, eval_examples = examples[:-n_eval], examples[-n_eval:]
     else:
-        eval_examples = tokenize_corpus(dev, tokenizer, config.max_position_embeddings, word_ids=whole_word_mask)
-    if pack: examples = pack_examples(examples, config.max_position_embeddings)   # validation stays one text per example
+        eval_examples = tokenize_corpus(dev, tokenizer, config.max_sequence_length, word_ids=whole_word_mask)
+    if pack: examples = pack_examples(examples, config.max_sequence_length)   # validation stays one text per example
     collator = MLMCollator.from_tokenizer(tokenizer, seed=seed, whole_word_mask=whole_word_mask,
-                                          mlm_probability=mlm_probability, max_length=config.max_position_embeddings)
+                                          mlm_probability=mlm_probability, max_length=config.max_sequence_length)
     eval_batches = fixed_eval_batches(eval_examples, collator)
     seed_everything(seed)
     model = BertForMaskedLM(config)
@@ -142,7 +142,7 @@ def fill_mask(model: BertForMaskedLM, # a masked language model
     check_positive_int(top_k, 'top_k')
     enc = tokenizer([text], return_tensors='pt')
     ids = enc['input_ids']
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_sequence_length
     if ids.shape[1] > limit: raise ValueError(f"text has {ids.shape[1]} tokens, more than the model's {limit}")
     where = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
     if len(where) == 0: raise ValueError(f"no {tokenizer.mask_token} in the text: {text!r}")

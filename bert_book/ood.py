@@ -98,7 +98,7 @@ def classifier_forward(model,                   # a `BertForSequenceClassificati
 # %% ../nbs/13_ood.ipynb 16
 def cut_length(model, tokenizer, max_length: int | None = None) -> int:
     "The tokens per text `text_outputs` reads: `max_length`, at most the tokenizer's and the model's limit (the default)."
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    limit = min(tokenizer.model_max_length, model.config.max_sequence_length)
     return limit if max_length is None else min(max_length, limit)
 
 @torch.inference_mode()

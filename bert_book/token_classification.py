@@ -164,11 +164,11 @@ def truncate_ids(ids: list,        # one `[CLS] ... [SEP]` sequence's token ids,
 # %% ../nbs/08a_token_classification.ipynb 20
 def window_settings(model, tokenizer, max_length: int | None = None, overlap: int | None = None) -> tuple[int, int]:
     "`max_length` (default: the smaller of the tokenizer's and the model's limits) and `overlap` (default: a quarter), checked."
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_sequence_length
     max_length = min(tokenizer.model_max_length, limit) if max_length is None else max_length
     check_window(max_length, 0 if overlap is None else overlap)
     if max_length > limit:
-        raise ValueError(f"max_length={max_length} is more than the model's max_position_embeddings={limit}")
+        raise ValueError(f"max_length={max_length} is more than the model's max_sequence_length={limit}")
     return max_length, (max_length - 2) // 4 if overlap is None else overlap
 
 def _forward_windows(model, windows: list[list[int]], pad_token_id: int, batch_size: int) -> list[Tensor]:
@@ -395,7 +395,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
         weights = {k: v for k, v in encoder_of(encoder, 'encoder').state_dict().items() if not k.startswith('pooler.')}
         try: model.bert.load_state_dict(weights)
         except RuntimeError as e: raise ValueError(f"the encoder's weights do not fit the config: {e}") from None
-    max_length = min(tokenizer.model_max_length, cfg.max_position_embeddings) if max_length is None else max_length
+    max_length = min(tokenizer.model_max_length, cfg.max_sequence_length) if max_length is None else max_length
     kw = dict(max_length=max_length, label_all_subwords=label_all_subwords)
     train_set = encode_ner(train, tokenizer, cfg.label2id, what='train sentence', **kw)
     dev_set = encode_ner(dev, tokenizer, cfg.label2id, what='dev sentence', **kw)
@@ -438,7 +438,8 @@ def split_words(tokenizer,  # a `BertTokenizer`
         for k, (a, b) in enumerate(spans):   # a word ends after its combining marks (deleted by accent stripping)
             while b < len(text) and unicodedata.category(text[b]).startswith('M'): b += 1
             spans[k] = (a, b)
-        out.append((pieces, spans))
+        keep = [k for k, (a, b) in enumerate(spans) if text[a:b].strip()]   # byte-level BPE: spaces can be a "word"
+        out.append(([pieces[k] for k in keep], [spans[k] for k in keep]))
     return out
 
 # %% ../nbs/08a_token_classification.ipynb 53

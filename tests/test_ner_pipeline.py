@@ -222,7 +222,7 @@ def test_inputs_and_settings_are_checked():
     with pytest.raises(TypeError, match='got NoneType'): pipe(None)
     with pytest.raises(ValueError, match=r'0 <= overlap < max_length - 2 = 62'): NERPipeline(model, tok, max_length=64, overlap=62)
     with pytest.raises(ValueError, match='overlap'): NERPipeline(model, tok, max_length=64, overlap=-1)
-    with pytest.raises(ValueError, match='max_position_embeddings=128'): NERPipeline(model, tok, max_length=129)
+    with pytest.raises(ValueError, match='max_sequence_length=128'): NERPipeline(model, tok, max_length=129)
     with pytest.raises(ValueError, match='aggregation'): NERPipeline(model, tok, aggregation='simple')
     with pytest.raises(ValueError, match='batch_size'): NERPipeline(model, tok, batch_size=0)
     untagged = BertForTokenClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1,
