@@ -12,7 +12,7 @@
 `bb.export_onnx` writes a folder that `bb.load` serves through onnxruntime; `bb.LLM` is vLLM's offline pooling API
 on the engine. Each module is one chapter of the book, and imports only the chapters before it: core, tokenizer,
 data, datasets, synthetic, masking, encoder, heads, training, mlm, metrics, alignment, token_classification,
-pretrained, family, crf, classification, embeddings, compression, ood, engine, service, loadtest, operations, runtimes, vllm,
+pretrained, subwords, family, crf, classification, embeddings, compression, ood, engine, service, loadtest, operations, runtimes, vllm,
 demo, cli."""
 __version__ = "0.1.0"
 # nbdev_export rewrites only the version line; the rest of this file, the front door, is written by hand.
@@ -26,6 +26,7 @@ from .training import Trained, Trainer, TrainingConfig
 from .mlm import pretrain_mlm
 from .token_classification import NERPipeline, evaluate_ner, train_ner
 from .pretrained import from_pretrained, load_model, save_pretrained
+from .subwords import SubwordTokenizer, train_bpe, train_unigram   # BPE and Unigram tokenizer.json folders
 from . import family   # registers RoBERTa, XLM-R, DistilBERT and ELECTRA folders with load_model and save_pretrained
 from .crf import BertCRFForTokenClassification
 from .classification import evaluate_classifier, new_classifier, train_classifier
@@ -37,6 +38,6 @@ from .vllm import LLM
 
 __all__ = ['load', 'Engine', 'serve', 'export_onnx', 'LLM', 'embed', 'train_embedder', 'save_embedder', 'Pooling', 'load_model', 'from_pretrained', 'save_pretrained', 'train_ner', 'evaluate_ner',
            'NERPipeline', 'train_classifier', 'evaluate_classifier', 'new_classifier', 'pretrain_mlm', 'Trained', 'Trainer',
-           'TrainingConfig', 'BertConfig', 'BertTokenizer', 'train_wordpiece', 'BertForMaskedLM',
+           'TrainingConfig', 'BertConfig', 'BertTokenizer', 'train_wordpiece', 'SubwordTokenizer', 'train_bpe', 'train_unigram', 'BertForMaskedLM',
            'BertForTokenClassification', 'BertForSequenceClassification', 'BertCRFForTokenClassification',
            'TaggedSentence', 'read_conll', 'LabelledText', 'read_labelled_texts', 'get_device', 'seed_everything']

@@ -16,7 +16,7 @@ __all__ = ['ROBERTA_KEYS', 'SENTENCE_HEAD_KEYS', 'ROBERTA', 'XLM_ROBERTA', 'DIST
 # %% ../nbs/09b_family.ipynb 11
 def rename_keys(state: dict,                # tensors by name
                 starts: dict[str, str],     # a key's start -> its new start (the longest that fits wins)
-                pieces: dict[str, str] | None = None,  # a piece anywhere in a key -> its replacement (longest first)
+                pieces: dict[str, str] | None = None,  # a piece anywhere in a key -> its replacement
                ) -> dict:
     "`state` under new names: each key's start renamed by `starts`, then its inner pieces by `pieces`."
     by_length = lambda d: sorted(d, key=len, reverse=True)
@@ -101,9 +101,9 @@ def _distil_config(d: dict) -> dict:
 def _distil_config_out(d: dict) -> dict:
     "BERT's field names as DistilBERT's; a config DistilBERT cannot express is an error."
     if d.get('type_vocab_size') or d.get('embedding_size') or d.get('layer_norm_eps') != 1e-12:
-        raise ValueError("a DistilBERT config.json has no token types, no embedding_size and layer_norm_eps 1e-12; "
-                         f"this config has type_vocab_size={d.get('type_vocab_size')}, "
-                         f"embedding_size={d.get('embedding_size')}, layer_norm_eps={d.get('layer_norm_eps')}")
+        raise ValueError("a DistilBERT config.json has no token types, no embedding_size and layer_norm_eps "
+                         f"1e-12; this config has type_vocab_size={d.get('type_vocab_size')}, embedding_size="
+                         f"{d.get('embedding_size')}, layer_norm_eps={d.get('layer_norm_eps')}")
     d = {k: v for k, v in d.items() if k not in ('type_vocab_size', 'pooler_act', 'layer_norm_eps')}
     return {inverse(DISTIL_CONFIG).get(k, k): v for k, v in d.items()}
 
@@ -130,11 +130,13 @@ def _electra_config(d: dict) -> dict:
     return {**d, 'pooler_act': 'gelu'}
 
 def _electra_config_out(d: dict) -> dict:
-    "Leave the implied GELU out; always write embedding_size (ElectraConfig's default is 128, not the hidden size)."
+    "Leave the implied GELU out; always write embedding_size (ElectraConfig's default is 128, not H)."
     return {**{k: v for k, v in d.items() if k != 'pooler_act'},
             'embedding_size': d.get('embedding_size') or d['hidden_size']}
 
-_DISCRIMINATOR = ("the discriminator's head (one logit per token: replaced or not) is not one of the book's heads; "
-                  "from_pretrained(folder) loads its encoder, from_pretrained(folder, task) puts a new head on it")
-ELECTRA = register_family(Family('electra', 'Electra', _electra_config, _electra_config_out, _from_electra, _to_electra,
-                                 has_pooler=False, not_here={'ElectraForPreTraining': _DISCRIMINATOR}))
+_DISCRIMINATOR = ("the discriminator's head (one logit per token: replaced or not) is not one of the "
+                  "book's heads; from_pretrained(folder) loads its encoder, from_pretrained(folder, task) "
+                  "puts a new head on it")
+ELECTRA = register_family(Family('electra', 'Electra', _electra_config, _electra_config_out,
+                                 _from_electra, _to_electra, has_pooler=False,
+                                 not_here={'ElectraForPreTraining': _DISCRIMINATOR}))

@@ -15,8 +15,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 # %% auto 0
 __all__ = ['PAD', 'UNK', 'CLS', 'SEP', 'MASK', 'SPECIAL_TOKENS', 'TOKENIZER_FILE', 'VOCAB_FILE', 'TOKENIZER_CONFIG_FILE',
-           'SPECIAL_TOKENS_MAP_FILE', 'save_pretrained', 'WhitespaceTokenizer', 'wordpiece_split', 'bert_pipeline',
-           'BatchEncoding', 'BertTokenizer', 'train_wordpiece']
+           'SPECIAL_TOKENS_MAP_FILE', 'save_pretrained', 'TOKENIZER_CLASSES', 'WhitespaceTokenizer', 'wordpiece_split',
+           'bert_pipeline', 'BatchEncoding', 'BertTokenizer', 'register_tokenizer_class', 'train_wordpiece']
 
 # %% ../nbs/01_tokenizer.ipynb 9
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -321,6 +321,9 @@ class BertTokenizer:
         return self._backend
     def get_vocab(self) -> dict[str, int]: return self._backend.get_vocab(with_added_tokens=True)
     def num_special_tokens_to_add(self, pair: bool = False) -> int: return self._backend.num_special_tokens_to_add(pair)
+    def _backend_for(self, is_split_into_words: bool) -> Tokenizer:
+        "The pipeline for running text, or for words given one by one (a subclass may use another)."
+        return self._backend
     def __repr__(self):
         return (f"BertTokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case}, "
                 f"model_max_length={self.model_max_length})")
@@ -413,16 +416,17 @@ def __call__(self: BertTokenizer, texts, # a str or list of str; with is_split_i
     n_special = self.num_special_tokens_to_add(pair) if add_special_tokens else 0
     if trunc and max_length <= n_special:
         raise ValueError(f"max_length={max_length} leaves no room for text after the {n_special} special tokens")
+    backend = self._backend_for(is_split_into_words)
     with self._lock:
         try:
-            if trunc: self._backend.enable_truncation(max_length, strategy=trunc)
-            if pad: self._backend.enable_padding(pad_id=self.pad_token_id, pad_token=PAD, pad_type_id=0,
-                                                 length=max_length if pad == 'max_length' else None,
-                                                 pad_to_multiple_of=pad_to_multiple_of)
-            encodings = self._backend.encode_batch(batch, is_pretokenized=is_split_into_words,
-                                                   add_special_tokens=add_special_tokens)
+            if trunc: backend.enable_truncation(max_length, strategy=trunc)
+            if pad: backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token,
+                                           pad_type_id=0, pad_to_multiple_of=pad_to_multiple_of,
+                                           length=max_length if pad == 'max_length' else None)
+            encodings = backend.encode_batch(batch, is_pretokenized=is_split_into_words,
+                                             add_special_tokens=add_special_tokens)
         except Exception as e: raise ValueError(f"tokenizers could not encode the batch: {e}") from None
-        finally: self._backend.no_padding(); self._backend.no_truncation()
+        finally: backend.no_padding(); backend.no_truncation()
     if max_length is not None and not trunc:
         long = next((i for i, e in enumerate(encodings) if len(e) > max_length), None)
         if long is not None:
@@ -445,7 +449,8 @@ def save(self: BertTokenizer, folder) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     self._backend.save(str(folder / TOKENIZER_FILE))
     (folder / VOCAB_FILE).write_text(''.join(t + '\n' for t in tokens), encoding='utf-8')
-    specials = {'unk_token': UNK, 'sep_token': SEP, 'pad_token': PAD, 'cls_token': CLS, 'mask_token': MASK}
+    specials = {role: getattr(self, role)
+                for role in ('unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token')}
     config = {'tokenizer_class': 'BertTokenizer', 'do_lower_case': self.do_lower_case,
               'strip_accents': self.strip_accents, 'tokenize_chinese_chars': self.tokenize_chinese_chars,
               'model_max_length': self.model_max_length, **specials}
@@ -454,20 +459,50 @@ def save(self: BertTokenizer, folder) -> Path:
     return folder
 save_pretrained = save  # the name transformers uses
 
+# %% ../nbs/01_tokenizer.ipynb 50
+TOKENIZER_CLASSES: dict[str, type] = {}   # a tokenizer.json's model type -> the class that reads it
+
+def register_tokenizer_class(model_type: str, # a tokenizer.json's `model.type`: 'BPE', 'Unigram'
+                             cls: type, # a BertTokenizer subclass whose `from_file` reads them
+                            ) -> type:
+    "Let `BertTokenizer.from_file` and `from_pretrained` hand `model_type` files to `cls`."
+    if not (isinstance(cls, type) and issubclass(cls, BertTokenizer)):
+        raise TypeError(f"register_tokenizer_class: {cls!r} is not a BertTokenizer subclass")
+    if cls.from_file.__func__ is BertTokenizer.from_file.__func__:
+        raise TypeError(f"register_tokenizer_class: {cls.__name__} must define its own from_file")
+    TOKENIZER_CLASSES[model_type] = cls
+    return cls
+
+def _class_for(path: Path, backend: Tokenizer) -> type | None:
+    "The registered class for a tokenizer.json whose model is not WordPiece; None for WordPiece."
+    kind = type(backend.model).__name__
+    if kind == 'WordPiece': return None
+    if kind not in TOKENIZER_CLASSES:
+        raise ValueError(f"{path}: the model is {kind}, but a BERT tokenizer needs WordPiece, and "
+                         f"no class is registered for {kind} (those registered: "
+                         f"{sorted(TOKENIZER_CLASSES)}; bert_book.subwords adds BPE and Unigram)")
+    return TOKENIZER_CLASSES[kind]
+
+# %% ../nbs/01_tokenizer.ipynb 52
 @patch(cls_method=True)
 def from_file(cls: BertTokenizer, path, # a tokenizer.json, or a vocab.txt (one token per line, the line number is its id)
               do_lower_case: bool | None = None, # default: tokenizer_config.json beside the file, else True
               model_max_length: int | None = None, # default: tokenizer_config.json beside the file, else 512
              ) -> 'BertTokenizer':
-    "Load a tokenizer from a tokenizer.json or a vocab.txt, with the settings of a tokenizer_config.json beside it."
+    """Load a tokenizer from a tokenizer.json or a vocab.txt, with the settings of the
+    tokenizer_config.json beside it; a tokenizer.json of another model than WordPiece goes to the
+    class registered for it."""
     path = Path(path)
     if path.is_dir(): raise ValueError(f"{path} is a folder: use BertTokenizer.from_pretrained")
     if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
+    backend = _read_tokenizer_json(path) if path.suffix == '.json' else None
+    other = None if backend is None else _class_for(path, backend)
+    if other is not None:   # BPE, Unigram, ...: the class registered for the model reads the file
+        return other.from_file(path, do_lower_case=do_lower_case, model_max_length=model_max_length)
     config = _read_config(path.parent / TOKENIZER_CONFIG_FILE)
     if model_max_length is None: model_max_length = config.get('model_max_length', 512)
     if do_lower_case is None: do_lower_case = config.get('do_lower_case')
-    if path.suffix == '.json':
-        backend = _read_tokenizer_json(path)
+    if backend is not None:
         if isinstance(backend.normalizer, normalizers.BertNormalizer) and do_lower_case is not None \
            and backend.normalizer.lowercase != do_lower_case:
             raise ValueError(f"{path}: its normalizer has lowercase={backend.normalizer.lowercase}, but "
@@ -490,7 +525,7 @@ def from_pretrained(cls: BertTokenizer, folder, # a folder written by `save` (or
         if (folder / name).is_file(): return cls.from_file(folder / name, **kwargs)
     raise FileNotFoundError(f"{folder} holds neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
 
-# %% ../nbs/01_tokenizer.ipynb 50
+# %% ../nbs/01_tokenizer.ipynb 54
 def _read_json(path: Path, what: str = 'JSON'):
     "Parse the JSON file at `path`, or raise a `ValueError` with the line and column of the error."
     try: text = path.read_text(encoding='utf-8')
@@ -526,7 +561,7 @@ def _read_vocab_txt(path: Path) -> dict[str, int]:
     if missing: raise ValueError(f"{path}: the vocabulary lacks the special tokens {missing}")
     return vocab
 
-# %% ../nbs/01_tokenizer.ipynb 52
+# %% ../nbs/01_tokenizer.ipynb 56
 def train_wordpiece(texts: Iterable[str], # the training texts: a list, or any iterable such as a file's lines
                     vocab_size: int = 8000, # the most entries the vocabulary may hold, specials and alphabet included
                     lowercase: bool = True, # BERT "uncased": lowercase, and strip accents unless strip_accents=False

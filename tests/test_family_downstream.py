@@ -2,7 +2,7 @@
 ELECTRA encoder folder, `train_ner` and `train_classifier` fine-tune, the folders they save load in transformers with
 the same logits, and the engine, the service, the CLI, int8 quantisation, head pruning and the OOD guard serve them."""
 import importlib
-import json, os, subprocess, sys, warnings
+import functools, json, os, subprocess, sys, warnings
 
 import httpx
 import pytest
@@ -10,7 +10,7 @@ import torch
 
 import bert_book as bb
 from bert_book.compression import prune_heads, quantize_for_serving
-from bert_book.data import load_sample
+from bert_book.data import load_corpus, load_sample
 from bert_book.datasets import LabelledText
 from bert_book.ood import fit_guard
 from bert_book.pretrained import FAMILIES, load_model, save_pretrained
@@ -27,6 +27,14 @@ transformers.logging.disable_progress_bar()
 
 FAMILY_NAMES = ('roberta', 'xlm-roberta', 'distilbert', 'electra')
 TEXT = 'Angela Merkel visited Paris and Berlin yesterday .'
+
+
+@functools.lru_cache(maxsize=None)
+def family_tokenizer(family: str):
+    "Each family's own kind: byte-level BPE for RoBERTa, Unigram for XLM-R, WordPiece for DistilBERT and ELECTRA."
+    if family == 'roberta': return bb.train_bpe(load_corpus()[:2000], vocab_size=600, model_max_length=32)
+    if family == 'xlm-roberta': return bb.train_unigram(load_corpus()[:2000], vocab_size=600, model_max_length=32)
+    return tiny.tiny_tokenizer()
 
 
 def peer_encoder(family: str, tok):
@@ -51,7 +59,7 @@ def peer_encoder(family: str, tok):
 def family_folders(request, tmp_path_factory):
     "An encoder folder of the family, and the tagger and classifier fine-tuned from it, saved."
     family, root = request.param, tmp_path_factory.mktemp(request.param)
-    tok = tiny.tiny_tokenizer()
+    tok = family_tokenizer(family)
     torch.manual_seed(0)
     peer_encoder(family, tok).save_pretrained(root / 'encoder')
     tok.save(root / 'encoder')
@@ -68,6 +76,7 @@ def family_folders(request, tmp_path_factory):
 
 def test_trained_models_keep_their_family(family_folders):
     family, root, tok, _ = family_folders
+    assert type(bb.BertTokenizer.from_pretrained(root / 'tagger')) is type(tok)
     for name, head in (('tagger', 'ForTokenClassification'), ('classifier', 'ForSequenceClassification')):
         written = json.loads((root / name / 'config.json').read_text())
         assert written['model_type'] == family and written['architectures'] == [FAMILIES[family].prefix + head]
