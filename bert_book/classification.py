@@ -258,7 +258,7 @@ def train_classifier(train: Sequence[LabelledText], # training examples
                      training: TrainingConfig | None = None, # None: `TrainingConfig()`; metric_for_best: loss, accuracy or macro_f1
                      model: BertForSequenceClassification | None = None, # instead of `encoder`: a classifier to fine-tune (`new_classifier`, LoRA)
                      labels: Sequence[str] | None = None, # the classes of the classifier built on `encoder`; default: `train`'s, sorted
-                     max_length: int = 128,         # tokens per text ([CLS] and [SEP] included)
+                     max_length: int | None = None, # tokens per text; None: min(128, the model's limit)
                      seed: int = 0,                 # seeds the new classifier's weights (with `encoder`)
                     ) -> Trained:
     """Fine-tune a sentence classifier on `train` with the Trainer, evaluating on `dev`: a new one on `encoder`, or
@@ -277,6 +277,7 @@ def train_classifier(train: Sequence[LabelledText], # training examples
     if model is None:
         labels = sorted({x.label for x in _check_examples(train, 'training example')}) if labels is None else labels
         model = new_classifier(labels, encoder, seed=seed)
+    if max_length is None: max_length = min(128, model.config.max_sequence_length)
     if max_length > model.config.max_sequence_length:
         raise ValueError(f"max_length={max_length} is more than the model's max_sequence_length="
                          f"{model.config.max_sequence_length}: pass max_length={model.config.max_sequence_length} or less")

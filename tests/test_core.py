@@ -56,7 +56,7 @@ def test_config_json_both_ways(tmp_path):
 
 @pytest.mark.parametrize('content, message', [
     ('{"hidden_size": 64,\n "vocab_size": }', 'line 2'),
-    ('{"model_type": "roberta"}', "model_type is 'roberta'"),
+    ('{"model_type": "gpt2"}', "model_type is 'gpt2'"),
     ('{"hidden_size": 100, "num_attention_heads": 12}', 'not divisible'),
     ('{"num_hidden_layers": "six"}', 'num_hidden_layers must be an int'),
     ('{"id2label": {"0": "O", "1": "B-PER"}, "num_labels": 5}', 'num_labels=5'),
