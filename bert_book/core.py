@@ -171,6 +171,11 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def embedding_dim(self) -> int:
+        "The width of the embeddings: ELECTRA's `embedding_size`, else the hidden size."
+        return self.embedding_size or self.hidden_size
+
+    @property
     def max_sequence_length(self) -> int:
         "The most tokens one sequence may have: the position table's rows, less those RoBERTa's offset skips."
         return self.max_position_embeddings - (self.pad_token_id + 1 if self.positions_skip_padding else 0)

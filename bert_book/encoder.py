@@ -24,7 +24,7 @@ class BertEmbeddings(nn.Module):
     "Word + position + token-type embeddings, then LayerNorm and dropout."
     def __init__(self, config: BertConfig):
         super().__init__()
-        E = config.embedding_size or config.hidden_size     # ELECTRA's are narrower (chapter 9b); BERT's are H wide
+        E = config.embedding_dim     # ELECTRA's are narrower than H (chapter 9b)
         self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
         # DistilBERT has no segments (type_vocab_size=0): no table, and any token_type_ids must be 0
@@ -365,8 +365,8 @@ class BertModel(BertPreTrainedModel):
                 ):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
-        E = config.embedding_size or config.hidden_size   # ELECTRA's narrow embeddings are projected up to H
-        self.embeddings_project = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
+        E, H = config.embedding_dim, config.hidden_size   # ELECTRA's narrow embeddings are projected up to H
+        self.embeddings_project = nn.Linear(E, H) if E != H else None
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.attn_implementation, self.unpad = attn_implementation, unpad

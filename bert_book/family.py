@@ -5,7 +5,6 @@
 # %% ../nbs/09b_family.ipynb 2
 from __future__ import annotations
 
-from .encoder import BertModel
 from .heads import BertForSequenceClassification
 from .pretrained import Family, register_family
 
@@ -89,8 +88,7 @@ def _from_distil(state: dict) -> dict:
     return rename_keys(state, DISTIL_KEYS, DISTIL_BLOCK)
 
 def _to_distil(state: dict, cls: type) -> dict:
-    "BERT's names as DistilBERT's; a bare encoder's pooler has no place in DistilBertModel."
-    if cls is BertModel: state = _without(state, 'pooler.')
+    "BERT's names as DistilBERT's."
     return rename_keys(state, inverse(DISTIL_KEYS), inverse(DISTIL_BLOCK))
 
 def _distil_config(d: dict) -> dict:
@@ -121,8 +119,7 @@ def _from_electra(state: dict) -> dict:
     return rename_keys(state, {**ELECTRA_KEYS, **SENTENCE_HEAD_KEYS})
 
 def _to_electra(state: dict, cls: type) -> dict:
-    "BERT's names as ELECTRA's; ElectraModel has no pooler."
-    if cls is BertModel: state = _without(state, 'pooler.')
+    "BERT's names as ELECTRA's."
     return rename_keys(state, inverse({**ELECTRA_KEYS, **_head_keys(cls)}))
 
 def _electra_config(d: dict) -> dict:

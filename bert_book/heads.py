@@ -57,7 +57,7 @@ class BertPredictionHeadTransform(nn.Module):
     "Dense H → H, activation, LayerNorm: the MLM head's first half (H → E for ELECTRA's narrow embeddings)."
     def __init__(self, config: BertConfig):
         super().__init__()
-        E = config.embedding_size or config.hidden_size   # the width of the word table the decoder is tied to
+        E = config.embedding_dim   # the width of the word table the decoder is tied to
         self.dense = nn.Linear(config.hidden_size, E)
         self.act = get_activation(config.hidden_act)
         self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
@@ -71,7 +71,7 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.embedding_size or config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.embedding_dim, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias            # one bias, listed under both names as in transformers
 

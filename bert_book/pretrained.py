@@ -140,7 +140,8 @@ def load_config(folder: str | Path,  # a checkpoint folder, or its config.json
     except ValueError as e: raise ValueError(f"{path} with {overrides}: {e}") from None
 
 # %% ../nbs/09_pretrained.ipynb 18
-_ENCODER_PARTS = ('embeddings.', 'embeddings_project.', 'encoder.', 'pooler.')   # how every key of a bare BertModel starts
+_ENCODER_WEIGHTS = ('embeddings.', 'embeddings_project.', 'encoder.')   # the encoder's own weights (no pooler)
+_ENCODER_PARTS = _ENCODER_WEIGHTS + ('pooler.',)   # how every key of a bare BertModel starts
 
 def _base_prefix(model: BertPreTrainedModel) -> str:
     "Where the encoder's keys start in `model`'s state dict: '' for a BertModel, 'bert.' for a model with a head."
@@ -234,7 +235,7 @@ def load_weights(model: BertPreTrainedModel,  # a bert_book model
                          "does the config describe these weights? (ignore_mismatched_sizes=True re-initialises such tensors)")
     skipped = {k for k, *_ in mismatched}
     missing, unexpected = sorted(set(expected) - set(state) - skipped), sorted(set(state) - set(expected))
-    in_encoder = lambda k: k.startswith(tuple(prefix + p for p in _ENCODER_PARTS[:3]))
+    in_encoder = lambda k: k.startswith(tuple(prefix + p for p in _ENCODER_WEIGHTS))
     if strict and (keys := [k for k in missing if in_encoder(k)]):
         raise ValueError(f"{source}: lacks {len(keys)} encoder weights that {config_source} asks for: {_short(keys, 3)}; "
                          "does the config describe these weights? (strict=False initialises them randomly)")
@@ -257,9 +258,9 @@ def _build(cls: type, folder: Path, caller: str, *, strict: bool = True, ignore_
     config = load_config(folder, **config_overrides)
     weights = find_weights(folder)
     state = load_state_dict(weights)                 # a broken file fails here, before a model is built
-    if config.model_type in FAMILIES: state = FAMILIES[config.model_type].read_keys(state)   # RoBERTa's names -> BERT's
-    kwargs = {'attn_implementation': attn_implementation}
     family = FAMILIES.get(config.model_type)
+    if family: state = family.read_keys(state)      # RoBERTa's names -> BERT's
+    kwargs = {'attn_implementation': attn_implementation}
     if cls is BertModel and family and not family.has_pooler: kwargs['add_pooling_layer'] = False  # DistilBertModel's
     model = cls(config, **kwargs)
     info = load_weights(model, state, str(weights), strict, ignore_mismatched_sizes, str(folder / CONFIG_NAME))
@@ -337,6 +338,8 @@ def save_pretrained(model: BertPreTrainedModel,       # a bert_book BertModel or
     floats = [v.dtype for v in state.values() if v.is_floating_point()]
     saved = str(max(set(floats), key=floats.count)).removeprefix('torch.') if floats else 'float32'
     config.extra['torch_dtype'] = saved
+    if family and not family.has_pooler and isinstance(model, BertModel):   # DistilBertModel has no place for one
+        state = {k: v for k, v in state.items() if not k.startswith('pooler.')}
     if family: state = family.write_keys(state, type(model))
     if 'dtype' in config.extra: config.extra['dtype'] = saved
     folder.mkdir(parents=True, exist_ok=True)
