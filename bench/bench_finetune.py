@@ -22,7 +22,7 @@ evaluations included, the test evaluation not); per epoch: the time between the 
 (the first from the start of the training loop). Quality: test entity F1 (seqeval's default mode, `ner_scores`;
 words tagged from their first sub-word on both sides) and test accuracy; the script fails if the two sides differ by
 more than `--tolerance` (or a side is no better than a floor). `--quick` uses a higher learning rate (5e-4 for NER,
-2e-4 for sentiment, both sides) so that its ~20 steps learn something, and skips the group_by_length rows. Rows run one after the other, the order rotating each
+2e-4 for sentiment, both sides) so that its ~20 steps learn something, and skips the group_by_length rows. Rows run one after the other, each in a fresh process, the order rotating each
 round; with `--rounds` > 1 the median time is kept.
 
 After each table: the padding line (the share of padding in shuffled and length-sorted batches, and the most length
@@ -36,7 +36,7 @@ grouping can therefore buy: 1 / (1 - share)) and the physical-limit line (the ma
     python bench/bench_finetune.py --precision both        # fp32 rows, then bf16 rows (Trainer(bf16=True) vs precision='bf16')
 """
 from __future__ import annotations
-import argparse, math, sys, tempfile, time
+import argparse, json, math, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -267,6 +267,29 @@ def padding_line(lengths: list[int]) -> str:
             f'the steps at most {1 / (1 - p):.2f}x faster (the ceiling of length grouping and of unpadding over transformers\' default)')
 
 
+def run_row(task, name, sizes, device) -> dict:
+    """One row in a fresh Python process (`--one`): no row inherits another's allocator state, oneDNN kernel cache or
+    warm-up (the book's trainer, for one, tunes the allocator of the process it runs in: chapter 6)."""
+    cmd = [sys.executable, __file__, '--one', json.dumps([task, name, list(sizes), device, PRECISION['value']]),
+           '--threads', str(torch_threads())]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0: raise RuntimeError(f'{task} row {name!r} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def one_row(spec: str) -> None:
+    "Run the row `spec` names (task, row, sizes, device, precision) here; print its times and quality as a JSON line."
+    task, name, (n_train, n_dev, n_test, epochs, lr), device, PRECISION['value'] = json.loads(spec)
+    data = (ner_data if task == 'ner' else sentiment_data)(n_train, n_dev, n_test)
+    fn, group = ROWS[task][name]
+    r = fn(_e2e.minilm_folder(), data, epochs, lr, device, group)
+    print(json.dumps({k: r[k] for k in ('total', 'epochs', 'quality')}))
+
+
+def torch_threads() -> int:
+    return _e2e.torch.get_num_threads()
+
+
 def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> bool:
     n_train, n_dev, n_test, epochs, lr = sizes
     data = (ner_data if task == 'ner' else sentiment_data)(n_train, n_dev, n_test)
@@ -275,8 +298,7 @@ def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> boo
     for r in range(rounds):
         names = list(rows)
         for name in names[r % len(names):] + names[:r % len(names)]:
-            fn, group = rows[name]
-            results[name].append(fn(folder, data, epochs, lr, device, group))
+            results[name].append(run_row(task, name, sizes, device))
             print(f'  {task} round {r + 1}: {name}: {results[name][-1]["total"]:.1f} s, '
                   f'{"F1" if task == "ner" else "accuracy"} {results[name][-1]["quality"]:.4f}', file=sys.stderr, flush=True)
     med = {n: _e2e.median([x['total'] for x in xs]) for n, xs in results.items()}
@@ -324,8 +346,10 @@ def main(argv=None) -> int:
                         "'both' runs the fp32 rows, then the bf16 rows (default: %(default)s)")
     p.add_argument('--tolerance', type=float, default=None,
                    help='largest allowed difference of test F1 / accuracy between rows (default 0.08, --quick 0.2)')
+    p.add_argument('--one', default=None, help=argparse.SUPPRESS)   # one row, in the subprocess run_row starts
     a = p.parse_args(argv)
     _e2e.setup(a.threads)
+    if a.one: one_row(a.one); return 0
     folder = _e2e.minilm_folder()
     tolerance = a.tolerance if a.tolerance is not None else (0.2 if a.quick else 0.08)
     print(f'# fine-tuning all-MiniLM-L6-v2 end to end: bert_book vs transformers\' Trainer; {_e2e.machine_line(_e2e.torch.device(a.device), a.threads)}')

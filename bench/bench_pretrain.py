@@ -8,8 +8,9 @@ and saved as a folder that both sides load (the book's `BertTokenizer`, transfor
 The model is the book's compact BERT (`compact_config`: 4 layers, hidden 256, 4 heads, feed-forward 1024, 128
 positions), from random weights (seed 0 on both sides). Settings on both sides: `--steps` optimizer steps, batch 32,
 lr 1e-3 (the book's pre-training rate), linear decay after a 6% warm-up (the same integer number of steps), AdamW with
-weight decay 0.01 on matrices, eps 1e-6, clipping at 1.0, 15% of the tokens masked 80/10/10, fp32, one validation at
-the end. Each side runs its own default way: the book `masked_only` (the MLM head scores only the masked positions),
+weight decay 0.01 on matrices, eps 1e-6, clipping at 1.0, 15% of the tokens masked 80/10/10, fp32 (or bf16 autocast on
+both sides with `--precision bf16`: transformers' `bf16=True`, the book's `precision='bf16'`), one validation at
+the end. Each row runs in a fresh process (no row inherits another's allocator state or kernel caches). Each side runs its own default way: the book `masked_only` (the MLM head scores only the masked positions),
 transformers the full (B, T, V) logits; the book's `group_by_length` and transformers' (`train_sampling_strategy=
 'group_by_length'`) are rows of their own (`pretrain_mlm`'s own default config groups by length).
 
@@ -21,15 +22,17 @@ by `evaluate_batches` on both), the book's rows must agree with transformers' de
     python bench/bench_pretrain.py                        # full: 300 steps
     python bench/bench_pretrain.py --quick --threads 1    # a smoke run: 25 steps
     python bench/bench_pretrain.py --steps 500 --rounds 3 --device cuda
+    python bench/bench_pretrain.py --precision both       # fp32 rows, then bf16 rows
 """
 from __future__ import annotations
-import argparse, math, sys, tempfile, time
+import argparse, json, math, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _e2e  # noqa: E402
 import torch  # noqa: E402
 
+PRECISION = {'value': 'fp32'}   # both sides' precision for the rows being run (--precision)
 BATCH, LR, WEIGHT_DECAY, WARMUP_RATIO, ADAM_EPS, MAX_GRAD_NORM, MLM_PROBABILITY, SEED, N_EVAL = 32, 1e-3, 0.01, 0.06, 1e-6, 1.0, 0.15, 0, 400
 
 
@@ -51,7 +54,7 @@ def book_row(tok_folder, train, valid, steps, device, group) -> dict:
     t0 = time.perf_counter()
     tok = BertTokenizer.from_pretrained(tok_folder)
     cfg = TrainingConfig(max_steps=steps, batch_size=BATCH, lr=LR, weight_decay=WEIGHT_DECAY, adam_eps=ADAM_EPS,
-                         warmup_steps=int(WARMUP_RATIO * steps), max_grad_norm=MAX_GRAD_NORM, precision='fp32',
+                         warmup_steps=int(WARMUP_RATIO * steps), max_grad_norm=MAX_GRAD_NORM, precision=PRECISION['value'],
                          group_by_length=group, load_best_at_end=False, progress=False, seed=SEED, device=device)
     model, _ = pretrain_mlm(train, valid, tokenizer=tok, config=compact_config(tok.vocab_size), training=cfg,
                             mlm_probability=MLM_PROBABILITY, seed=SEED)
@@ -78,7 +81,7 @@ def hf_row(tok_folder, train, valid, steps, device, group) -> dict:
             learning_rate=LR, weight_decay=WEIGHT_DECAY, adam_epsilon=ADAM_EPS, max_grad_norm=MAX_GRAD_NORM,
             warmup_steps=int(WARMUP_RATIO * steps), lr_scheduler_type='linear', eval_strategy='steps', eval_steps=steps,
             save_strategy='no', logging_strategy='no', report_to=[], disable_tqdm=True, dataloader_num_workers=0,
-            use_cpu=device == 'cpu', seed=SEED, train_sampling_strategy='group_by_length' if group else 'random')
+            use_cpu=device == 'cpu', seed=SEED, bf16=PRECISION['value'] == 'bf16', train_sampling_strategy='group_by_length' if group else 'random')
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
                           data_collator=DataCollatorForLanguageModeling(tok, mlm_probability=MLM_PROBABILITY))
         trainer.train()
@@ -102,6 +105,26 @@ def validation_perplexity(model, tok_folder, valid, device) -> float:
     return math.exp(evaluate_batches(model, batches, torch.device(device))['loss'])
 
 
+def run_row(name, tok_folder, steps, device) -> dict:
+    "One row in a fresh Python process (`--one`): its total seconds and validation perplexity."
+    spec = json.dumps([name, str(tok_folder), steps, device, PRECISION['value']])
+    out = subprocess.run([sys.executable, __file__, '--one', spec, '--threads', str(torch.get_num_threads())],
+                         capture_output=True, text=True)
+    if out.returncode != 0: raise RuntimeError(f'row {name!r} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def one_row(spec: str) -> None:
+    "Run the row `spec` names here (the corpus split as `corpus_and_tokenizer` makes it); print a JSON line."
+    from bert_book.data import load_corpus
+    name, tok_folder, steps, device, PRECISION['value'] = json.loads(spec)
+    texts = load_corpus()
+    train, valid = texts[:-N_EVAL], texts[-N_EVAL:]
+    fn, group = ROWS[name]
+    res = fn(tok_folder, train, valid, steps, device, group)
+    print(json.dumps({'total': res['total'], 'perplexity': validation_perplexity(res['model'], tok_folder, valid, device)}))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--quick', action='store_true', help='a smoke run: 25 steps')
@@ -111,8 +134,21 @@ def main(argv=None) -> int:
     p.add_argument('--rounds', type=int, default=1, help='runs of every row, the median time kept (default: %(default)s)')
     p.add_argument('--tolerance', type=float, default=None,
                    help='largest allowed ratio between the validation perplexities of the rows (default 1.15, --quick 1.3)')
+    p.add_argument('--precision', choices=('fp32', 'bf16', 'both'), default='fp32',
+                   help="both sides' precision; 'both' runs the fp32 rows, then the bf16 rows (default: %(default)s)")
+    p.add_argument('--one', default=None, help=argparse.SUPPRESS)   # one row, in the subprocess run_row starts
     a = p.parse_args(argv)
     _e2e.setup(a.threads)
+    if a.one: one_row(a.one); return 0
+    ok = True
+    for precision in (('fp32', 'bf16') if a.precision == 'both' else (a.precision,)):
+        PRECISION['value'] = precision
+        ok &= run_precision(a) == 0
+    return 0 if ok else 1
+
+
+def run_precision(a) -> int:
+    "The table of one precision."
     steps = a.steps or (25 if a.quick else 300)
     tolerance = a.tolerance or (1.3 if a.quick else 1.15)
     device = torch.device(a.device)
@@ -130,16 +166,14 @@ def main(argv=None) -> int:
         for r in range(a.rounds):
             names = list(ROWS)
             for name in names[r % len(names):] + names[:r % len(names)]:
-                fn, group = ROWS[name]
-                res = fn(tmp, train, valid, steps, a.device, group)
-                res['perplexity'] = validation_perplexity(res.pop('model'), tmp, valid, a.device)
+                res = run_row(name, tmp, steps, a.device)
                 results[name].append(res)
                 print(f'  round {r + 1}: {name}: {res["total"]:.1f} s, perplexity {res["perplexity"]:.1f}', file=sys.stderr, flush=True)
         med = {n: _e2e.median([x['total'] for x in xs]) for n, xs in results.items()}
         ppl = {n: _e2e.median([x['perplexity'] for x in xs]) for n, xs in results.items()}
         base = med['transformers Trainer']
         print(f'\n{len(train)} training texts ({mean_len:.1f} tokens each on average), {len(valid)} validation texts, vocabulary '
-              f'{tok.vocab_size}; compact BERT (L={shape.num_hidden_layers}, H={shape.hidden_size}); {steps} steps of batch {BATCH}, '
+              f'{tok.vocab_size}; compact BERT (L={shape.num_hidden_layers}, H={shape.hidden_size}); {PRECISION["value"]} on both sides; {steps} steps of batch {BATCH}, '
               f'lr {LR}, {int(WARMUP_RATIO * steps)} warm-up steps; median of {a.rounds} round(s)')
         print(_e2e.table(['implementation', 'total s', 'real tokens/s', 'speed vs transformers', 'validation perplexity (fixed masks)'],
                          [[n, f'{med[n]:.1f}', f'{tokens / med[n]:,.0f}', f'{base / med[n]:.2f}x', f'{ppl[n]:.1f}'] for n in ROWS]))

@@ -16,7 +16,7 @@ from torch import nn, Tensor
 
 from .core import BertConfig, check_texts, eval_mode, seed_everything
 from .datasets import LabelledText
-from .heads import BertForSequenceClassification
+from .heads import BertForSequenceClassification, class_for
 from .pretrained import from_pretrained
 from .encoder import encoder_of
 from .token_classification import forward_by_length, pad_ids, truncate_ids   # chapter 8
@@ -232,7 +232,8 @@ def new_classifier(labels: Sequence[str],                # the class names, in i
         return from_pretrained(encoder, 'sequence-classification', device='cpu', **names).train()
     if encoder is None and config is None: raise ValueError("pass an encoder to start from, or a config for random weights")
     base = encoder_of(encoder, 'encoder').config if encoder is not None else config
-    model = BertForSequenceClassification(replace(base, **names, extra=dict(base.extra)))
+    config = replace(base, **names, extra=dict(base.extra))
+    model = class_for(BertForSequenceClassification, config)(config)   # a family's own head (chapter 9d)
     if encoder is not None:
         missing, unexpected = model.bert.load_state_dict(encoder_of(encoder, 'encoder').state_dict(), strict=False)
         if unexpected or any(not k.startswith('pooler.') for k in missing):

@@ -26,11 +26,11 @@ from .classification import ClassificationCollator, encode_texts, evaluate_class
 
 # %% auto 0
 __all__ = ['LINEAR_KINDS', 'QUANTIZATIONS', 'length_sorted_batches', 'real_tokens', 'batch_logits', 'tokens_per_second',
-           'file_size_mb', 'count_weights', 'encoder_linears', 'ScaledInput', 'quantize_int8', 'relative_error',
-           'hidden_states', 'label_agreement', 'quantization_sensitivity', 'input_ranges', 'smooth_linears',
-           'quantize_for_serving', 'model_precision', 'head_importance', 'heads_to_prune', 'labelled_batches',
-           'prune_heads', 'magnitude_prune', 'sparsity', 'shrink_layers', 'distillation_loss', 'DistillationStudent',
-           'DistillationCollator', 'add_teacher_logits', 'distill', 'prune_folder']
+           'file_size_mb', 'count_weights', 'bert_blocks', 'encoder_linears', 'ScaledInput', 'quantize_int8',
+           'relative_error', 'hidden_states', 'label_agreement', 'quantization_sensitivity', 'input_ranges',
+           'smooth_linears', 'quantize_for_serving', 'model_precision', 'head_importance', 'heads_to_prune',
+           'labelled_batches', 'prune_heads', 'magnitude_prune', 'sparsity', 'shrink_layers', 'distillation_loss',
+           'DistillationStudent', 'DistillationCollator', 'add_teacher_logits', 'distill', 'prune_folder']
 
 # %% ../nbs/12_compression.ipynb 11
 def length_sorted_batches(tokenizer,                 # a `BertTokenizer`
@@ -98,9 +98,17 @@ def count_weights(model: nn.Module) -> int:
 LINEAR_KINDS = {'query': 'attention.self.query', 'key': 'attention.self.key', 'value': 'attention.self.value',
                 'attention out': 'attention.output.dense', 'ffn in': 'intermediate.dense', 'ffn out': 'output.dense'}
 
+def bert_blocks(model: nn.Module, what: str):
+    "`model`'s encoder, when its blocks are BERT's (`encoder.layer`); a family's own block (ModernBERT's) is refused."
+    bert = encoder_of(model)
+    if not hasattr(bert.encoder, 'layer'):
+        raise ValueError(f"{what} knows BERT's block (query, key, value, intermediate, output); {type(model).__name__}'s "
+                         f"blocks are its family's own (chapter 9d), which it does not handle")
+    return bert
+
 def encoder_linears(model: nn.Module) -> dict[str, tuple[int, str]]:
     "The full name of every Linear layer inside the encoder's blocks -> (layer index, kind as in `LINEAR_KINDS`)."
-    bert = encoder_of(model)
+    bert = bert_blocks(model, 'compression')
     prefix = next(n for n, m in model.named_modules() if m is bert)
     prefix = f'{prefix}.' if prefix else ''
     return {f'{prefix}encoder.layer.{i}.{path}': (i, kind)
@@ -244,7 +252,7 @@ def head_importance(model: nn.Module,          # a model with a head, whose forw
     """Michel et al. (2019): a gate ξ_h = 1 on every head's output; abs(∂loss/∂ξ_h) accumulated over the batches.
     Returns (layers, heads) in the unpruned model's head ids (heads already removed: NaN), each layer's row scaled to
     unit L2 norm as in the paper's code. The weights are not changed."""
-    bert = encoder_of(model)
+    bert = bert_blocks(model, 'head_importance')
     cfg = bert.config
     L, N = len(bert.encoder.layer), cfg.num_attention_heads
     kept = [[h for h in range(N) if h not in cfg.pruned_heads.get(i, ())] for i in range(L)]
@@ -319,7 +327,7 @@ def prune_heads(model: nn.Module,                   # a bert_book model (any hea
                ) -> nn.Module:
     """Remove attention heads for real: their rows of the query, key and value projections and their columns of the
     attention output projection are sliced out; `config.pruned_heads` records them so that a saved folder loads."""
-    bert = encoder_of(model)
+    bert = bert_blocks(model, 'prune_heads')
     cfg = bert.config
     L, N, hd = len(bert.encoder.layer), cfg.num_attention_heads, cfg.head_dim
     merged = {i: set(cfg.pruned_heads.get(i, ())) for i in range(L)}
@@ -369,7 +377,7 @@ def shrink_layers(model: nn.Module,          # the teacher: a bert_book model wi
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
     "A student of the same class with only the chosen layers, every weight copied from the teacher (a new model, in the teacher's mode)."
-    bert = encoder_of(model)
+    bert = bert_blocks(model, 'shrink_layers')
     L = len(bert.encoder.layer)
     layers = [int(i) for i in layers]
     if not layers or any(not 0 <= i < L for i in layers) or len(set(layers)) != len(layers):

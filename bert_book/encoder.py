@@ -15,9 +15,10 @@ from fastcore.basics import patch
 from .core import BertConfig, get_activation
 
 # %% auto 0
-__all__ = ['ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'computed_positions', 'RealTokens', 'eager_attention',
-           'BertSelfAttention', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder',
-           'BertPooler', 'check_inputs', 'BertPreTrainedModel', 'BertModelOutput', 'BertModel', 'encoder_of']
+__all__ = ['ROW_MULTIPLE', 'ATTN_IMPLEMENTATIONS', 'BertEmbeddings', 'key_padding_mask', 'computed_positions', 'RealTokens',
+           'eager_attention', 'BertSelfAttention', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer',
+           'BertEncoder', 'BertPooler', 'check_inputs', 'BertPreTrainedModel', 'BertModelOutput', 'BertModel',
+           'encoder_of']
 
 # %% ../nbs/04_encoder.ipynb 7
 class BertEmbeddings(nn.Module):
@@ -71,26 +72,40 @@ def computed_positions(attention_mask: Tensor) -> Tensor:   # (B, T): 1 or True 
     first = keep.any(-1, keepdim=True)                                # (B, 1): rows with text; an all-padding row stays empty
     return torch.cat([keep[:, :1] | first, keep[:, 1:]], dim=-1)
 
+ROW_MULTIPLE = 64   # bf16 on the CPU: the unpadded row count is rounded up to this (*No work for padding* says why)
+
 @dataclass
 class RealTokens:
     "Where the computed rows of a padded batch sit: the blocks run on those N rows alone and pad them back only to attend."
-    index: Tensor   # (N,) the real tokens' places in the flattened (B·T) batch, and position 0 of each row, in order
-    batch: int      # B
-    seq_len: int    # T
+    index: Tensor    # (N,) the real tokens' places in the flattened (B·T) batch, and position 0 of each row, in order;
+    batch: int       # then `filler` padding positions, computed only to round N up to a multiple
+    seq_len: int     # T
+    filler: int = 0
 
     @classmethod
-    def from_mask(cls, attention_mask: Tensor) -> RealTokens:   # (B, T): 1 or True for a real token
-        "The real tokens of a padded batch, and position 0 of every row that has one (what the pooler reads)."
+    def from_mask(cls, attention_mask: Tensor,   # (B, T): 1 or True for a real token
+                  multiple: int = 1,             # round N up to a multiple of this with padding positions
+                 ) -> RealTokens | None:
+        """The real tokens of a padded batch, and position 0 of every row that has one (what the pooler reads);
+        None when what would be skipped is under 1/16 of the batch: the gathers would cost about what they save."""
         B, T = attention_mask.shape
-        return cls(computed_positions(attention_mask).reshape(-1).nonzero().squeeze(1), B, T)
+        keep = computed_positions(attention_mask).reshape(-1)
+        index = keep.nonzero().squeeze(1)
+        filler = -len(index) % multiple
+        if 16 * (B * T - len(index) - filler) < B * T: return None
+        if filler: index = torch.cat([index, (~keep).nonzero().squeeze(1)[:filler]])
+        return cls(index, B, T, filler)
 
     def unpad(self, x: Tensor) -> Tensor:   # (B, T, ...) -> (N, ...)
         "The computed rows, in order."
         return x.flatten(0, 1).index_select(0, self.index)
 
-    def pad(self, x: Tensor) -> Tensor:     # (N, ...) -> (B, T, ...)
+    def pad(self, x: Tensor,                # (N, ...)
+            real_only: bool = False,        # leave the filler rows out: zeros at every padding position
+           ) -> Tensor:                     # (B, T, ...)
         "The rows back in their places; zeros at the positions that were not computed."
-        out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.index, x)
+        index = self.index[:len(self.index) - self.filler] if real_only and self.filler else self.index
+        out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, index, x[:len(index)])
         return out.view(self.batch, self.seq_len, *x.shape[1:])
 
 # %% ../nbs/04_encoder.ipynb 19
@@ -208,7 +223,7 @@ class BertEncoder(nn.Module):
             h, weights = layer(h, mask, eager, queries, tokens)
             if output_hidden_states: hidden_states.append(h)
             if output_attentions: attentions.append(weights)
-        if tokens is not None and not first_only: h = tokens.pad(h)      # (N, H) -> (B, T, H), zeros at padding
+        if tokens is not None and not first_only: h = tokens.pad(h, real_only=True)   # (N, H) -> (B, T, H), zeros at padding
         return h, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
 
 class BertPooler(nn.Module):
@@ -356,6 +371,11 @@ class BertModelOutput:
     hidden_states: tuple[Tensor, ...] | None = None  # L + 1 tensors (B, T, H), embeddings first, when asked
     attentions: tuple[Tensor, ...] | None = None     # L tensors (B, nh, T, T), when asked
 
+def _bf16_on_cpu(h: Tensor) -> bool:
+    "Whether the blocks will multiply in bfloat16 on the CPU: weights cast to it, or autocast to it."
+    return h.device.type == 'cpu' and (h.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16))
+
 class BertModel(BertPreTrainedModel):
     "BERT's encoder: embeddings, `num_hidden_layers` post-LN blocks and, optionally, the [CLS] pooler."
     def __init__(self, config: BertConfig,
@@ -395,10 +415,13 @@ class BertModel(BertPreTrainedModel):
         h = self.embeddings(input_ids, token_type_ids, position_ids)    # (B, T, H)
         if self.embeddings_project is not None: h = self.embeddings_project(h)   # (B, T, E) -> (B, T, H)
         tokens = None   # unpadding: the fast path only (no attention maps, no hidden states, not inside a compiled graph)
-        if self.unpad and mask is not None and not (eager or output_hidden_states or torch.compiler.is_compiling()):
-            tokens = RealTokens.from_mask(attention_mask)
-            h = tokens.unpad(h)                                         # (N, H): the real tokens only
+        unpad = self.unpad and mask is not None and not (eager or output_hidden_states or torch.compiler.is_compiling())
+        if unpad:
+            tokens = RealTokens.from_mask(attention_mask, ROW_MULTIPLE if _bf16_on_cpu(h) else 1)
+            if tokens is not None: h = tokens.unpad(h)                  # (N, H): the real tokens only
         h, hidden_states, attentions = self.encoder(h, mask, eager, output_hidden_states, output_attentions, cls_only, tokens)
+        if unpad and tokens is None and not cls_only:                   # too little padding to skip: zeros there all the same
+            h = h.masked_fill(~computed_positions(attention_mask)[..., None], 0.0)
         pooled = self.pooler(h) if self.pooler is not None else None    # (B, H)
         return BertModelOutput(h, pooled, hidden_states, attentions)
 

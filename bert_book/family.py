@@ -131,9 +131,5 @@ def _electra_config_out(d: dict) -> dict:
     return {**{k: v for k, v in d.items() if k != 'pooler_act'},
             'embedding_size': d.get('embedding_size') or d['hidden_size']}
 
-_DISCRIMINATOR = ("the discriminator's head (one logit per token: replaced or not) is not one of the "
-                  "book's heads; from_pretrained(folder) loads its encoder, from_pretrained(folder, task) "
-                  "puts a new head on it")
 ELECTRA = register_family(Family('electra', 'Electra', _electra_config, _electra_config_out,
-                                 _from_electra, _to_electra, has_pooler=False,
-                                 not_here={'ElectraForPreTraining': _DISCRIMINATOR}))
+                                 _from_electra, _to_electra, has_pooler=False))

@@ -15,9 +15,9 @@ from .encoder import BertModel, BertPreTrainedModel
 from .masking import IGNORE_INDEX   # a label that is not scored: chapter 3's, one home
 
 # %% auto 0
-__all__ = ['MaskedLMOutput', 'TokenClassifierOutput', 'SequenceClassifierOutput', 'BertHeadOutput', 'cross_entropy',
-           'check_labels', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertForMaskedLM',
-           'BertForTokenClassification', 'BertForSequenceClassification']
+__all__ = ['MaskedLMOutput', 'TokenClassifierOutput', 'SequenceClassifierOutput', 'FAMILY_CLASSES', 'BertHeadOutput',
+           'cross_entropy', 'check_labels', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertForMaskedLM',
+           'BertForTokenClassification', 'BertForSequenceClassification', 'class_for']
 
 # %% ../nbs/05_heads.ipynb 8
 @dataclass
@@ -177,3 +177,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
             check_labels(labels, (len(input_ids),), self.num_labels, 'BertForSequenceClassification')
             loss = cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
+
+# %% ../nbs/05_heads.ipynb 34
+FAMILY_CLASSES: dict[str, dict[type, type]] = {}   # model_type -> {BERT's class: the family's own for that job}
+
+def class_for(cls: type,            # one of BERT's classes: BertModel or a head
+              config: BertConfig,   # the model to build
+             ) -> type:
+    "The class that does `cls`'s job for `config`'s model type: a family's own (chapter 9d), else `cls` itself."
+    return FAMILY_CLASSES.get(config.model_type, {}).get(cls, cls)

@@ -16,7 +16,7 @@ from .training import Trained, Trainer, TrainingConfig, evaluate_batches
 
 # %% auto 0
 __all__ = ['tokenize_corpus', 'pack_examples', 'fixed_eval_batches', 'unigram_perplexity', 'evaluate_mlm', 'compact_config',
-           'pretrain_mlm', 'fill_mask']
+           'pretraining_data', 'pretrain_mlm', 'fill_mask']
 
 # %% ../nbs/06a_mlm.ipynb 6
 def tokenize_corpus(texts: Sequence[str], # one example per text (blank texts are skipped)
@@ -90,6 +90,30 @@ def compact_config(vocab_size: int, # the tokenizer's vocabulary size
                                 intermediate_size=1024, max_position_embeddings=128), **overrides})
 
 # %% ../nbs/06a_mlm.ipynb 20
+def pretraining_data(train: Sequence[str],            # the training corpus, one example per text
+                     dev: Sequence[str] | None,       # validation texts; None: the last `eval_fraction` of `train`
+                     tokenizer,                       # a `BertTokenizer`
+                     max_length: int,                 # tokens per example (the model's limit)
+                     eval_fraction: float = 0.05,
+                     whole_word_mask: bool = False,
+                     mlm_probability: float = 0.15,
+                     seed: int = 0,                   # seeds the masks
+                     pack: bool = False,              # pack consecutive training texts into examples of up to max_length
+                    ) -> tuple[list[dict], MLMCollator, list[dict]]:
+    "A masked-LM run's data: the training examples, the masking collator, and the fixed validation batches."
+    train, dev = check_texts(train, 'train'), None if dev is None else check_texts(dev, 'dev')
+    examples = tokenize_corpus(train, tokenizer, max_length, word_ids=whole_word_mask)
+    if dev is None:
+        n_eval = max(1, int(len(examples) * eval_fraction))
+        if n_eval >= len(examples): raise ValueError(f"{len(examples)} examples are too few to hold out {eval_fraction:.0%} for validation")
+        examples, eval_examples = examples[:-n_eval], examples[-n_eval:]
+    else:
+        eval_examples = tokenize_corpus(dev, tokenizer, max_length, word_ids=whole_word_mask)
+    if pack: examples = pack_examples(examples, max_length)   # validation stays one text per example
+    collator = MLMCollator.from_tokenizer(tokenizer, seed=seed, whole_word_mask=whole_word_mask,
+                                          mlm_probability=mlm_probability, max_length=max_length)
+    return examples, collator, fixed_eval_batches(eval_examples, collator)
+
 def pretrain_mlm(train: Sequence[str],            # the training corpus, one example per text
                  dev: Sequence[str] | None = None, # validation texts; None: the last `eval_fraction` of `train`
                  *,
@@ -108,22 +132,12 @@ def pretrain_mlm(train: Sequence[str],            # the training corpus, one exa
                         "pass the tokenizer as tokenizer=")
     if tokenizer is None:
         raise TypeError("pretrain_mlm needs tokenizer= (a BertTokenizer): its vocabulary sizes the model")
-    train, dev = check_texts(train, 'train'), None if dev is None else check_texts(dev, 'dev')
     config = config or compact_config(tokenizer.vocab_size)
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"config.vocab_size={config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     training = training or TrainingConfig(num_epochs=3, batch_size=64, lr=1e-3, group_by_length=True)
-    examples = tokenize_corpus(train, tokenizer, config.max_sequence_length, word_ids=whole_word_mask)
-    if dev is None:
-        n_eval = max(1, int(len(examples) * eval_fraction))
-        if n_eval >= len(examples): raise ValueError(f"{len(examples)} examples are too few to hold out {eval_fraction:.0%} for validation")
-        examples, eval_examples = examples[:-n_eval], examples[-n_eval:]
-    else:
-        eval_examples = tokenize_corpus(dev, tokenizer, config.max_sequence_length, word_ids=whole_word_mask)
-    if pack: examples = pack_examples(examples, config.max_sequence_length)   # validation stays one text per example
-    collator = MLMCollator.from_tokenizer(tokenizer, seed=seed, whole_word_mask=whole_word_mask,
-                                          mlm_probability=mlm_probability, max_length=config.max_sequence_length)
-    eval_batches = fixed_eval_batches(eval_examples, collator)
+    examples, collator, eval_batches = pretraining_data(train, dev, tokenizer, config.max_sequence_length, eval_fraction,
+                                                        whole_word_mask, mlm_probability, seed, pack)
     seed_everything(seed)
     model = BertForMaskedLM(config)
     trainer = Trainer(model, training, examples, collator, eval_fn=lambda m: evaluate_mlm(m, eval_batches),

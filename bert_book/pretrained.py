@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from .core import BertConfig, CONFIG_FORMATS, CONFIG_NAME, check_texts, eval_mode, get_device
 from .data import split_tag
 from .encoder import BertModel, BertPreTrainedModel, encoder_of
-from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification
+from .heads import BertForMaskedLM, BertForTokenClassification, BertForSequenceClassification, class_for
 from .tokenizer import BertTokenizer, TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE
 from .training import register_encoder_loader
 
@@ -176,11 +176,10 @@ class Family:
     read_keys: Callable          # a checkpoint's tensors under its names -> under BERT's names (`align_keys` does the rest)
     write_keys: Callable         # (tensors under the book's names, the book's class) -> under its names
     has_pooler: bool = True      # whether its bare encoder (RobertaModel, DistilBertModel) has BERT's pooler
-    not_here: dict[str, str] = field(default_factory=dict)   # its classes the book does not build -> what to do instead
 
     def class_name(self, bert_name: str) -> str:   # 'BertForMaskedLM'
-        "The family's name for one of the book's classes: 'RobertaForMaskedLM'."
-        return self.prefix + bert_name.removeprefix('Bert')
+        "The family's name for one of the book's classes: 'RobertaForMaskedLM' (a family's own class keeps its name)."
+        return self.prefix + bert_name[len('Bert'):] if bert_name.startswith('Bert') else bert_name
 
     def bert_name(self, name: str) -> str:         # 'RobertaForMaskedLM'
         "The book's name for one of the family's classes: 'BertForMaskedLM' (unknown names pass through)."
@@ -283,8 +282,9 @@ def from_pretrained(folder: str | Path,       # a Hugging Face BERT checkpoint f
     task = _task(task)
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"no checkpoint folder at {folder}")
-    plain = TASKS[task]
-    for name in load_config(folder).extra.get('architectures') or []:
+    config = load_config(folder)
+    plain = class_for(TASKS[task], config)          # ModernBERT's classes for a ModernBERT folder (chapter 9d)
+    for name in config.extra.get('architectures') or []:
         held = ARCHITECTURES.get(name)
         if held is not None and held is not plain and issubclass(held, plain):
             raise ValueError(f"{folder}/config.json names {name}, which a plain {plain.__name__} would load without "
@@ -391,9 +391,8 @@ def folder_class(folder: str | Path, # a checkpoint folder
     names = config.extra.get('architectures') or []
     if names:
         family = FAMILIES.get(config.model_type)
-        for a in names:
-            if family and a in family.not_here: raise ValueError(f"{folder}/config.json names {a}: {family.not_here[a]}")
-        names = [family.bert_name(a) if family else a for a in names]   # 'RobertaForMaskedLM' -> 'BertForMaskedLM'
+        # 'RobertaForMaskedLM' -> 'BertForMaskedLM'; a family's own class (ElectraForPreTraining) keeps its name
+        names = [family.bert_name(a) if family and a not in ARCHITECTURES else a for a in names]
         known = [ARCHITECTURES[a] for a in names if a in ARCHITECTURES]
         if not known: raise ValueError(f"{folder}/config.json: architectures {names} is none of {list(ARCHITECTURES)}")
         return known[0]

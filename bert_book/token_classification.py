@@ -15,7 +15,7 @@ from torch import Tensor
 from .core import BertConfig, check_positive_int, eval_mode, get_device, seed_everything
 from .data import TAG_PREFIXES, TaggedSentence, split_tag, tags_to_spans
 from .encoder import encoder_of
-from .heads import IGNORE_INDEX, BertForTokenClassification
+from .heads import IGNORE_INDEX, BertForTokenClassification, class_for
 from .alignment import (NERCollator, NERDataset, check_sentences, encode_ner, label_list_for,
                                  word_pieces)
 from .mlm import compact_config
@@ -387,7 +387,7 @@ def train_ner(train: Sequence[TaggedSentence], # training sentences
     labels = list(label_list) if label_list is not None else label_list_for(train, scheme)
     cfg = _tagger_config(encoder, config, tokenizer, labels)
     seed_everything(seed)
-    model = head(cfg)
+    model = class_for(head, cfg)(cfg)   # ModernBERT's own tagger for a ModernBERT encoder (chapter 9d)
     resolve_decode(model, decode, aggregation)   # an impossible choice fails before training
     model.config.extra.pop('label_all_subwords', None)
     if label_all_subwords: model.config.extra['label_all_subwords'] = True   # prediction refuses 'average' and 'max' then

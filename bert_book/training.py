@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb 3
 from __future__ import annotations
-import functools, json, logging, math, os, re, warnings
+import ctypes, functools, json, logging, math, os, re, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -23,8 +23,9 @@ from .masking import IGNORE_INDEX
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
-           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'cpu_has_bf16', 'to_device', 'History',
-           'Trained', 'register_encoder_loader', 'start_from', 'evaluate_batches', 'Trainer']
+           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'cpu_has_bf16', 'to_device',
+           'keep_freed_memory', 'History', 'Trained', 'register_encoder_loader', 'start_from', 'evaluate_batches',
+           'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
 SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
@@ -197,6 +198,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 # %% ../nbs/06_training.ipynb 26
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks for reuse instead of returning those over 32 MB to the OS (which faults them back
+    in, page by page, on the next step). Once per process; True if it took, False where there is no glibc."""
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3               # malloc.h's names for mallopt's settings
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+# %% ../nbs/06_training.ipynb 29
 @dataclass
 class History:
     "What a run recorded: training-loss points, evaluations, and the best evaluation."
@@ -224,7 +235,7 @@ class History:
         fig.tight_layout()
         return fig
 
-# %% ../nbs/06_training.ipynb 28
+# %% ../nbs/06_training.ipynb 31
 class Trained(NamedTuple):
     """What every trainer returns: the trained model (the weights of its best validation, unless
     `load_best_at_end` is off) and the run's `History`. A tuple: `model, history = train_ner(...)` unpacks it."""
@@ -259,7 +270,7 @@ def start_from(encoder,      # None (random weights), a module, or a checkpoint 
                         "folder that holds one")
     return encoder, tokenizer
 
-# %% ../nbs/06_training.ipynb 31
+# %% ../nbs/06_training.ipynb 34
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.device | None = None,
                      forward_kwargs: dict | None = None, autocast_dtype=None) -> dict:
@@ -286,7 +297,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], device: torch.de
     if count == 0: raise ValueError("evaluation batches hold no labelled position (every label is -100)")
     return {'loss': loss_sum / count, 'accuracy': correct / count, 'n_targets': int(count)}
 
-# %% ../nbs/06_training.ipynb 33
+# %% ../nbs/06_training.ipynb 36
 class Trainer:
     "The book's training loop: AdamW, warm-up and decay, clipping, accumulation, mixed precision, evaluation, early stopping, checkpoints, DDP."
     def __init__(self,
@@ -313,6 +324,7 @@ class Trainer:
                              "each process needs at least one example of every batch")
         if callable(getattr(collate_fn, 'set_rank', None)): collate_fn.set_rank(self.rank)  # its own masks on each process
         self.model = model.to(self.device)
+        if self.device.type == 'cpu': keep_freed_memory()   # the same big blocks each step: keep them (Memory between steps)
         self.train_model = model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == 'cuda' else None
@@ -335,7 +347,7 @@ class Trainer:
         self.best_state = None
         self.step_lr = None   # the learning rate the last optimizer step used
 
-# %% ../nbs/06_training.ipynb 35
+# %% ../nbs/06_training.ipynb 38
 @patch
 def _micro_batch(self: Trainer, indices: list[int]) -> dict:
     "This process's share of a global batch, collated and on the device."
@@ -358,7 +370,7 @@ def _epoch_float(self: Trainer) -> float:
     "The position in the data in epochs (1.5: halfway through the second epoch)."
     return round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4)
 
-# %% ../nbs/06_training.ipynb 39
+# %% ../nbs/06_training.ipynb 42
 @patch
 def _loss(self: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "The mean training loss of one micro-batch (the model's own, or `loss_fn(logits, labels)`) and the logits."
@@ -382,7 +394,7 @@ def _nonfinite(self: Trainer, why: str) -> FloatingPointError:
     return FloatingPointError(f"non-finite training loss at step {self.step + 1} (epoch {self.epoch}): {why}; the weights "
                               f"are those after step {self.step}.")
 
-# %% ../nbs/06_training.ipynb 41
+# %% ../nbs/06_training.ipynb 44
 @patch
 def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     """Forward and backward over the micro-batches of one step (gradients accumulated), then clip and step.
@@ -423,7 +435,7 @@ def _optimizer_step(self: Trainer, group: list[list[int]]) -> torch.Tensor:
     return loss_sum
 
 
-# %% ../nbs/06_training.ipynb 45
+# %% ../nbs/06_training.ipynb 48
 @patch
 def evaluate(self: Trainer) -> dict:
     "Metrics of the current model: `eval_fn(model)` if given, else the default over `eval_batches`."
@@ -461,7 +473,7 @@ def _load_best(self: Trainer):
     if self.best_state is not None: self.model.load_state_dict(self.best_state)
     elif best_dir is not None and (best_dir / 'model.safetensors').is_file(): self._load_weights(best_dir / 'model.safetensors')
 
-# %% ../nbs/06_training.ipynb 49
+# %% ../nbs/06_training.ipynb 52
 def _torch_rng_state() -> dict:
     "This process's torch random state: the CPU's and every GPU's."
     return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -495,7 +507,7 @@ def save_checkpoint(self: Trainer, folder: str | Path, weights_only: bool = Fals
     if self.world > 1: dist.barrier()
     return folder
 
-# %% ../nbs/06_training.ipynb 51
+# %% ../nbs/06_training.ipynb 54
 @patch
 def load_checkpoint(self: Trainer, folder: str | Path):
     "Restore what `save_checkpoint` wrote (safetensors and `torch.load(weights_only=True)`: no code is unpickled)."
@@ -532,7 +544,7 @@ def _load_weights(self: Trainer, path: Path):
         if missing or unexpected: raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path}: cannot load into this model: {e}") from None
 
-# %% ../nbs/06_training.ipynb 55
+# %% ../nbs/06_training.ipynb 58
 @patch
 def fit(self: Trainer, resume_from: str | Path | None = None) -> History:
     "Train until `max_steps` or `num_epochs` (or early stopping); returns the History. Resumes a checkpoint exactly."

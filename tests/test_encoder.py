@@ -143,6 +143,43 @@ def test_unpadded_blocks_give_the_padded_pass_at_the_real_tokens(head):
         assert t[~real].abs().max().item() == 0.0
 
 
+
+LONG = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=64, num_labels=3)
+
+
+def test_bf16_on_the_cpu_rounds_the_rows_up_and_still_zeroes_padding(monkeypatch):
+    "Under bf16 autocast the unpadded row count is a multiple of ROW_MULTIPLE; the filler rows never reach the output."
+    import bert_book.encoder as encoder
+    torch.manual_seed(0)
+    model = BertForTokenClassification(LONG).eval()
+    lengths = (40, 25, 3, 31, 12, 37, 8, 20)
+    ids, mask = _padded_batch(3, lengths)
+    seen = []
+    from_mask = encoder.RealTokens.from_mask.__func__
+    monkeypatch.setattr(encoder.RealTokens, 'from_mask',
+                        classmethod(lambda cls, m, multiple=1: seen.append(t := from_mask(cls, m, multiple)) or t))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        a = model(ids, mask).logits.float()
+    b = model.float()(ids, mask).logits
+    rows, fp32_rows = len(seen[0].index), len(seen[1].index)
+    assert rows % encoder.ROW_MULTIPLE == 0 and seen[0].filler == rows - sum(lengths) and fp32_rows == sum(lengths)
+    real = mask.bool()
+    assert (a[real] - b[real]).abs().max() < 0.1                       # bf16's rounding, nothing else
+    assert (a[~real] - model.classifier.bias.float()).abs().max() < 1e-2   # padding: zeros into the head
+
+
+def test_a_batch_with_almost_no_padding_takes_the_padded_pass_with_zeros_there():
+    import bert_book.encoder as encoder
+    torch.manual_seed(0)
+    model = BertModel(LONG).eval()
+    ids, mask = _padded_batch(4, (20,) * 7 + (19,))                   # 1 position of 160 is padding
+    assert encoder.RealTokens.from_mask(mask) is None
+    out, every = model(ids, mask).last_hidden_state, model.set_unpad(False) or model(ids, mask).last_hidden_state
+    real = mask.bool()
+    assert (out[real] - every[real]).abs().max() < 1e-6
+    assert out[~real].abs().max() == 0.0 and every[~real].abs().max() > 0
+
 def test_unpadded_training_gives_the_same_gradients():
     torch.manual_seed(0)
     model = BertForTokenClassification(CONFIG).eval()     # eval: no dropout, so both passes are deterministic

@@ -1,0 +1,82 @@
+"""A ModernBERT encoder downstream: from a transformers-made ModernBERT folder with a byte-level BPE tokenizer,
+`train_ner` and `train_classifier` build ModernBERT's own heads (chapter 5's `class_for`), the folders they save
+load in transformers with the same logits, and the engine answers `ner` and `classify` from them."""
+import importlib, warnings
+
+import pytest
+import torch
+
+import bert_book as bb
+from bert_book.data import load_corpus, load_sample
+from bert_book.datasets import LabelledText
+from bert_book.modernbert import ModernBertForSequenceClassification, ModernBertForTokenClassification
+from bert_book.pretrained import from_pretrained, load_model, save_pretrained
+from bert_book.training import TrainingConfig
+
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    transformers = importlib.import_module('transformers')
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+TEXT = 'Angela Merkel visited Paris and Berlin yesterday .'
+
+
+@pytest.fixture(scope='module')
+def folders(tmp_path_factory):
+    "A random ModernBERT encoder (hidden 36, 3 heads, a window of 8), and a tagger and classifier trained from it."
+    root = tmp_path_factory.mktemp('modernbert')
+    tok = bb.train_bpe(load_corpus()[:2000], vocab_size=600, model_max_length=32)
+    config = transformers.ModernBertConfig(
+        vocab_size=tok.vocab_size, hidden_size=36, num_hidden_layers=3, num_attention_heads=3, intermediate_size=48,
+        max_position_embeddings=64, local_attention=8, global_attn_every_n_layers=2, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id, attn_implementation='sdpa')
+    torch.manual_seed(0)
+    transformers.ModernBertModel(config).save_pretrained(root / 'encoder')
+    tok.save(root / 'encoder')
+    training = TrainingConfig(num_epochs=1, batch_size=8, lr=1e-3, progress=False, device='cpu', seed=0)
+    sentences = load_sample('train')[:48]
+    tagger = bb.train_ner(sentences[:32], sentences[32:], encoder=root / 'encoder', training=training).model
+    texts = [LabelledText(' '.join(s.tokens), 'person' if any('PER' in t for t in s.tags) else 'other')
+             for s in sentences]
+    clf = bb.train_classifier(texts[:32], texts[32:], encoder=root / 'encoder', training=training, max_length=32).model
+    save_pretrained(tagger, tok, root / 'tagger')
+    save_pretrained(clf, tok, root / 'classifier')
+    return root, tok, tagger, clf
+
+
+def test_trainers_build_modernberts_own_heads(folders):
+    root, tok, tagger, clf = folders
+    assert type(tagger) is ModernBertForTokenClassification and type(clf) is ModernBertForSequenceClassification
+    assert type(from_pretrained(root / 'encoder', 'token-classification', num_labels=3, device='cpu')) \
+        is ModernBertForTokenClassification
+
+
+def test_transformers_reads_the_fine_tuned_folders(folders):
+    root, tok, *_ = folders
+    enc = tok([TEXT, 'Paris .'], padding=True, return_tensors='pt')
+    for name, auto in (('tagger', transformers.AutoModelForTokenClassification),
+                       ('classifier', transformers.AutoModelForSequenceClassification)):
+        ours, theirs = load_model(root / name, device='cpu'), auto.from_pretrained(root / name).eval()
+        assert type(theirs).__name__.startswith('ModernBert')
+        a = ours(enc['input_ids'], enc['attention_mask']).logits
+        b = theirs(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']).logits
+        real = enc['attention_mask'].bool() if a.dim() == 3 else slice(None)
+        assert (a[real] - b[real]).abs().max() <= 1e-5, name
+
+
+def test_the_engine_serves_them(folders):
+    root, *_ = folders
+    tagger = bb.load(root / 'tagger', device='cpu')
+    entities = tagger.ner(TEXT)
+    assert all(TEXT[e['start']:e['end']] == e['text'] for e in entities)
+    assert bb.load(root / 'classifier', device='cpu').classify(TEXT)['label'] in ('person', 'other')
+
+
+def test_compression_refuses_modernberts_block_by_name(folders):
+    from bert_book.compression import prune_heads, quantize_for_serving
+    root, *_ = folders
+    for compress in (lambda m: quantize_for_serving(m), lambda m: prune_heads(m, {0: [1]})):
+        with pytest.raises(ValueError, match=r"ModernBertForTokenClassification's blocks are its family's own"):
+            compress(load_model(root / 'tagger', device='cpu'))
