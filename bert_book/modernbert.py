@@ -183,7 +183,7 @@ def apply_rotary(x: Tensor,                  # (B, nh, T, hd) queries or keys
 
 # %% ../nbs/09d_modernbert.ipynb 22
 def local_window(seq_len: int, window: int, device=None) -> Tensor:
-    "(T, T): True where |i - j| <= window // 2: the keys a local layer's query i may see."
+    "(T, T): True where abs(i - j) <= window // 2: the keys a local layer's query i may see."
     i = torch.arange(seq_len, device=device)
     return (i[:, None] - i[None, :]).abs() <= window // 2
 
