@@ -271,7 +271,7 @@ def run_row(task, name, sizes, device) -> dict:
     """One row in a fresh Python process (`--one`): no row inherits another's allocator state, oneDNN kernel cache or
     warm-up (the book's trainer, for one, tunes the allocator of the process it runs in: chapter 6)."""
     cmd = [sys.executable, __file__, '--one', json.dumps([task, name, list(sizes), device, PRECISION['value']]),
-           '--threads', str(torch_threads())]
+           '--threads', str(_e2e.torch.get_num_threads())]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0: raise RuntimeError(f'{task} row {name!r} failed:\n{out.stderr[-3000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -284,10 +284,6 @@ def one_row(spec: str) -> None:
     fn, group = ROWS[task][name]
     r = fn(_e2e.minilm_folder(), data, epochs, lr, device, group)
     print(json.dumps({k: r[k] for k in ('total', 'epochs', 'quality')}))
-
-
-def torch_threads() -> int:
-    return _e2e.torch.get_num_threads()
 
 
 def run_task(task, folder, sizes, rows, rounds, device, tolerance, floor) -> bool:

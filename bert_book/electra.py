@@ -84,6 +84,7 @@ class ElectraPretrainingOutput:
     logits: Tensor            # (B, T) the discriminator's replaced-token logits
     replaced: Tensor          # (B, T) its labels: 1 replaced, 0 original, -100 padding
     input_ids: Tensor         # (B, T) what it read: the originals, with the generator's samples where masked
+    mlm_logits: Tensor        # (N, V) the generator's scores at the N masked positions
 
 class ElectraPretraining(nn.Module):
     "A generator (a narrow `BertForMaskedLM`) and a discriminator (`ElectraForPreTraining`) sharing their embeddings."
@@ -114,7 +115,7 @@ class ElectraPretraining(nn.Module):
         replaced = (corrupted != original).long().masked_fill(attention_mask == 0, IGNORE_INDEX)
         disc = self.discriminator(corrupted, attention_mask, token_type_ids, labels=replaced)
         return ElectraPretrainingOutput(gen.loss + self.rtd_weight * disc.loss, gen.loss, disc.loss, disc.logits,
-                                        replaced, corrupted)
+                                        replaced, corrupted, gen.logits)
 
 # %% ../nbs/09c_electra.ipynb 14
 @torch.no_grad()
@@ -133,9 +134,7 @@ def evaluate_electra(model: ElectraPretraining, batches: Sequence[dict], seed: i
         sums['masked'] += masked; sums['real'] += real
         sums['replaced'] += int((out.replaced == 1).sum())
         sums['rtd_right'] += int(((out.logits > 0).long() == out.replaced)[scored].sum())
-        mlm_logits = model.generator(batch['input_ids'], batch['attention_mask'], labels=batch['labels'],
-                                     masked_only=True).logits
-        sums['mlm_right'] += int((mlm_logits.argmax(-1) == batch['labels'][batch['labels'] != IGNORE_INDEX]).sum())
+        sums['mlm_right'] += int((out.mlm_logits.argmax(-1) == batch['labels'][batch['labels'] != IGNORE_INDEX]).sum())
     model.train(was_training)
     mlm, rtd = sums['mlm'] / sums['masked'], sums['rtd'] / sums['real']
     return {'loss': mlm + model.rtd_weight * rtd, 'mlm_loss': mlm, 'rtd_loss': rtd,

@@ -74,6 +74,11 @@ def computed_positions(attention_mask: Tensor) -> Tensor:   # (B, T): 1 or True 
 
 ROW_MULTIPLE = 64   # bf16 on the CPU: the unpadded row count is rounded up to this (*No work for padding* says why)
 
+def _bf16_on_cpu(h: Tensor) -> bool:
+    "Whether the blocks will multiply in bfloat16 on the CPU: weights cast to it, or autocast to it."
+    return h.device.type == 'cpu' and (h.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16))
+
 @dataclass
 class RealTokens:
     "Where the computed rows of a padded batch sit: the blocks run on those N rows alone and pad them back only to attend."
@@ -370,11 +375,6 @@ class BertModelOutput:
     pooler_output: Tensor | None = None            # (B, H), when the model has a pooler
     hidden_states: tuple[Tensor, ...] | None = None  # L + 1 tensors (B, T, H), embeddings first, when asked
     attentions: tuple[Tensor, ...] | None = None     # L tensors (B, nh, T, T), when asked
-
-def _bf16_on_cpu(h: Tensor) -> bool:
-    "Whether the blocks will multiply in bfloat16 on the CPU: weights cast to it, or autocast to it."
-    return h.device.type == 'cpu' and (h.dtype == torch.bfloat16 or (
-        torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16))
 
 class BertModel(BertPreTrainedModel):
     "BERT's encoder: embeddings, `num_hidden_layers` post-LN blocks and, optionally, the [CLS] pooler."
