@@ -107,12 +107,16 @@ def bert_blocks(model: nn.Module, what: str):
     return bert
 
 def encoder_linears(model: nn.Module) -> dict[str, tuple[int, str]]:
-    "The full name of every Linear layer inside the encoder's blocks -> (layer index, kind as in `LINEAR_KINDS`)."
-    bert = bert_blocks(model, 'compression')
+    """The full name of every Linear layer inside the encoder's blocks -> (layer index, kind): a kind of
+    `LINEAR_KINDS` in BERT's block, the layer's path inside the block in a family's own (ModernBERT's `Wqkv`, ...)."""
+    bert = encoder_of(model)
     prefix = next(n for n, m in model.named_modules() if m is bert)
     prefix = f'{prefix}.' if prefix else ''
-    return {f'{prefix}encoder.layer.{i}.{path}': (i, kind)
-            for i in range(len(bert.encoder.layer)) for kind, path in LINEAR_KINDS.items()}
+    if hasattr(bert.encoder, 'layer'):
+        return {f'{prefix}encoder.layer.{i}.{path}': (i, kind)
+                for i in range(len(bert.encoder.layer)) for kind, path in LINEAR_KINDS.items()}
+    return {f'{prefix}encoder.layers.{i}.{path}': (i, path) for i, block in enumerate(bert.encoder.layers)
+            for path, m in block.named_modules() if isinstance(m, nn.Linear)}
 
 class ScaledInput(nn.Module):
     "`linear(x * scale)`: a per-channel scale on the input of a (quantised) Linear layer, SmoothQuant-style (below)."

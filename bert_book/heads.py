@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .core import BertConfig, get_activation
-from .encoder import BertModel, BertPreTrainedModel
+from .encoder import BertModel, BertModelOutput, BertPreTrainedModel
 from .masking import IGNORE_INDEX   # a label that is not scored: chapter 3's, one home
 
 # %% auto 0
@@ -168,7 +168,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         "Class logits (B, num_labels) and, with labels, the cross-entropy (or, for one label, the squared error)."
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states,
                         cls_only=not (output_attentions or output_hidden_states))  # only [CLS] is read: skip the rest of the last block
-        logits = self.classifier(self.dropout(out.pooler_output))                 # (B, num_labels)
+        logits = self.sentence_logits(out, attention_mask)                        # (B, num_labels)
         loss = None
         if labels is not None and self.num_labels == 1:
             if tuple(labels.shape) != (len(input_ids),): raise ValueError(f"BertForSequenceClassification: labels have shape {tuple(labels.shape)}, expected ({len(input_ids)},)")
@@ -177,6 +177,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
             check_labels(labels, (len(input_ids),), self.num_labels, 'BertForSequenceClassification')
             loss = cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
+
+    def sentence_logits(self, out: BertModelOutput, attention_mask: Tensor | None = None) -> Tensor:
+        "The class logits (B, num_labels) from the encoder's output: dropout and the classifier on the pooled [CLS]."
+        return self.classifier(self.dropout(out.pooler_output))
 
 # %% ../nbs/05_heads.ipynb 34
 FAMILY_CLASSES: dict[str, dict[type, type]] = {}   # model_type -> {BERT's class: the family's own for that job}

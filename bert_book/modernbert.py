@@ -12,6 +12,7 @@ from torch import nn, Tensor
 
 from .core import ACTIVATIONS, BertConfig
 from .encoder import BertModel, BertModelOutput, BertPreTrainedModel, check_inputs, eager_attention
+from .encoder import ROW_MULTIPLE, RealTokens, _bf16_on_cpu, computed_positions
 from .heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 from .heads import FAMILY_CLASSES, BertHeadOutput, check_labels, cross_entropy
 from .masking import IGNORE_INDEX
@@ -216,16 +217,19 @@ class ModernBertAttention(nn.Module):
                 cos_sin: tuple[Tensor, Tensor],         # (B, T, hd) each: this layer's rotary angles
                 mask: Tensor | None = None,             # (B, 1, T, T) boolean, True = attend
                 eager: bool = False,                    # write attention out and return its weights
+                tokens: RealTokens | None = None,       # x unpadded, (N, H): where its rows sit (chapter 4)
                ) -> tuple[Tensor, Tensor | None]:
-        "Attend; returns (B, T, H) and, on the eager path, the weights (B, nh, T, T)."
-        B, T, H = x.shape
-        qkv = self.Wqkv(x).view(B, T, 3, self.num_heads, self.head_dim)           # (B, T, 3, nh, hd)
+        "Attend; returns (B, T, H) (or (N, H) for unpadded x) and, on the eager path, the weights (B, nh, T, T)."
+        qkv = self.Wqkv(x) if tokens is None else tokens.pad(self.Wqkv(x))       # (B, T, 3H): padded to attend
+        B, T, _ = qkv.shape
+        qkv = qkv.view(B, T, 3, self.num_heads, self.head_dim)                    # (B, T, 3, nh, hd)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))                      # (B, nh, T, hd) each
         q, k = apply_rotary(q, *cos_sin), apply_rotary(k, *cos_sin)
         p = self.dropout_p if self.training else 0.0
         if eager: y, weights = eager_attention(q, k, v, mask, p)
         else: y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return self.out_drop(self.Wo(y.transpose(1, 2).reshape(B, T, H))), weights
+        y = y.transpose(1, 2).reshape(B, T, -1)                                   # heads merged: (B, T, H)
+        return self.out_drop(self.Wo(y if tokens is None else tokens.unpad(y))), weights
 
 # %% ../nbs/09d_modernbert.ipynb 28
 class ModernBertMLP(nn.Module):
@@ -255,9 +259,10 @@ class ModernBertLayer(nn.Module):
         self.attention_type = layer_types(config)[index]                  # 'full_attention' or 'sliding_attention'
 
     def forward(self, x: Tensor, cos_sin: tuple[Tensor, Tensor], mask: Tensor | None = None,
-                eager: bool = False) -> tuple[Tensor, Tensor | None]:   # (B, T, H) -> (B, T, H), weights or None
+                eager: bool = False, tokens: RealTokens | None = None,
+               ) -> tuple[Tensor, Tensor | None]:   # (B, T, H) or unpadded (N, H) -> the same; weights or None
         "The residual stream plus attention, then plus the feed-forward."
-        a, weights = self.attn(self.attn_norm(x), cos_sin, mask, eager)
+        a, weights = self.attn(self.attn_norm(x), cos_sin, mask, eager, tokens)
         x = x + a
         return x + self.mlp(self.mlp_norm(x)), weights
 
@@ -274,15 +279,17 @@ class ModernBertEncoder(nn.Module):
     def forward(self, h: Tensor,                 # (B, T, H) embeddings
                 positions: Tensor,               # (B, T) or (1, T)
                 attention_mask: Tensor | None = None, eager: bool = False,
-                output_hidden_states: bool = False, output_attentions: bool = False):
-        "Run every block; returns the normalised last states (B, T, H) and the tuples asked for (else None)."
-        masks = layer_masks(attention_mask, h.shape[1], self.window, h.device)
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                tokens: RealTokens | None = None):   # h unpadded, (N, H): where its rows sit
+        "Run every block; returns the normalised last states ((B, T, H) or (N, H)) and the tuples asked for."
+        T = h.shape[1] if tokens is None else tokens.seq_len
+        masks = layer_masks(attention_mask, T, self.window, h.device)
         head_dim = self.layers[0].attn.head_dim
         angles = {t: rotary_cos_sin(positions, head_dim, base) for t, base in self.bases.items()}  # one per kind
         hidden_states, attentions = [h], []
         for layer in self.layers:
             kind = layer.attention_type
-            h, weights = layer(h, angles[kind], masks[kind], eager)
+            h, weights = layer(h, angles[kind], masks[kind], eager, tokens)
             hidden_states.append(h); attentions.append(weights)
         return (self.final_norm(h), tuple(hidden_states) if output_hidden_states else None,
                 tuple(attentions) if output_attentions else None)
@@ -328,7 +335,7 @@ class ModernBertModel(ModernBertInit, BertModel):
     def __init__(self, config: BertConfig,
                  add_pooling_layer: bool = False,    # ModernBERT has no pooler: its sentence head pools (below)
                  attn_implementation: str = 'sdpa',  # 'sdpa' or 'eager' (returns the attention weights)
-                 unpad: bool = False,                # not built: the blocks always run on the padded batch
+                 unpad: bool = True,                 # padded batches: the blocks compute the real tokens only
                 ):
         _check_config(config, type(self).__name__)
         if add_pooling_layer:
@@ -355,11 +362,19 @@ class ModernBertModel(ModernBertInit, BertModel):
         positions = (torch.arange(T, device=input_ids.device)[None] if position_ids is None
                      else position_ids.view(-1, T))                          # (1, T) or (B, T)
         eager = output_attentions or self.attn_implementation == 'eager'
-        h, hidden, attentions = self.encoder(self.embeddings(input_ids), positions, attention_mask, eager,
-                                             output_hidden_states, output_attentions)
+        h, tokens = self.embeddings(input_ids), None
+        unpad = self.unpad and attention_mask is not None and not (
+            eager or output_hidden_states or torch.compiler.is_compiling())   # chapter 4's fast path, its limits
+        if unpad:
+            tokens = RealTokens.from_mask(attention_mask, ROW_MULTIPLE if _bf16_on_cpu(h) else 1)
+            if tokens is not None: h = tokens.unpad(h)                          # (N, H): the real tokens only
+        h, hidden, attentions = self.encoder(h, positions, attention_mask, eager, output_hidden_states,
+                                             output_attentions, tokens)
+        if tokens is not None: h = tokens.pad(h, real_only=True)                # (B, T, H), zeros at padding
+        elif unpad: h = h.masked_fill(~computed_positions(attention_mask)[..., None], 0.0)   # the same zeros
         return BertModelOutput(h[:, :1] if cls_only else h, None, hidden, attentions)
 
-# %% ../nbs/09d_modernbert.ipynb 37
+# %% ../nbs/09d_modernbert.ipynb 40
 class ModernBertPredictionHead(nn.Module):
     "Dense H → H, `classifier_activation`, LayerNorm: the first half of each of ModernBERT's heads."
     def __init__(self, config: BertConfig):
@@ -409,7 +424,7 @@ class ModernBertForMaskedLM(ModernBertInit, BertForMaskedLM):
         return BertHeadOutput(None if labels is None else cross_entropy(logits, labels), logits,
                               out.hidden_states, out.attentions)
 
-# %% ../nbs/09d_modernbert.ipynb 38
+# %% ../nbs/09d_modernbert.ipynb 41
 class ModernBertForTokenClassification(ModernBertInit, BertForTokenClassification):
     "ModernBERT with a tagger: the prediction head on every token, dropout, a linear classifier."
     def __init__(self, config: BertConfig, attn_implementation: str = 'sdpa'):
@@ -434,7 +449,7 @@ class ModernBertForTokenClassification(ModernBertInit, BertForTokenClassificatio
         return BertHeadOutput(None if labels is None else cross_entropy(logits, labels), logits,
                               out.hidden_states, out.attentions)
 
-# %% ../nbs/09d_modernbert.ipynb 40
+# %% ../nbs/09d_modernbert.ipynb 43
 def classifier_pool(h: Tensor,                      # (B, T, H) the encoder's output
                     attention_mask: Tensor | None,    # (B, T) 1 = real token; None = no padding
                     how: str = 'cls',                 # 'cls': position 0; 'mean': the mean over the real tokens
@@ -463,8 +478,7 @@ class ModernBertForSequenceClassification(ModernBertInit, BertForSequenceClassif
         "Class logits (B, num_labels) and, with labels, the cross-entropy (or, for one label, the squared error)."
         out = _encode(self, input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
                       output_hidden_states)
-        pooled = classifier_pool(out.last_hidden_state, attention_mask, self.pooling)   # (B, H)
-        logits = self.classifier(self.drop(self.head(pooled)))                         # (B, num_labels)
+        logits = self.sentence_logits(out, attention_mask)                             # (B, num_labels)
         loss, name = None, type(self).__name__
         if labels is not None and self.num_labels == 1:
             if tuple(labels.shape) != (len(input_ids),):
@@ -475,7 +489,12 @@ class ModernBertForSequenceClassification(ModernBertInit, BertForSequenceClassif
             loss = cross_entropy(logits, labels)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
-# %% ../nbs/09d_modernbert.ipynb 42
+    def sentence_logits(self, out: BertModelOutput, attention_mask: Tensor | None = None) -> Tensor:
+        "Pool as `classifier_pooling` says, then the prediction head, dropout and the classifier: (B, num_labels)."
+        pooled = classifier_pool(out.last_hidden_state, attention_mask, self.pooling)   # (B, H)
+        return self.classifier(self.drop(self.head(pooled)))
+
+# %% ../nbs/09d_modernbert.ipynb 45
 for _cls in (ModernBertModel, ModernBertForMaskedLM, ModernBertForTokenClassification,
              ModernBertForSequenceClassification): register_architecture(_cls)
 FAMILY_CLASSES['modernbert'] = {BertModel: ModernBertModel, BertForMaskedLM: ModernBertForMaskedLM,   # what trainers

@@ -93,7 +93,7 @@ def classifier_forward(model,                   # a `BertForSequenceClassificati
     enc = model.bert(input_ids, attention_mask)
     feats = (sentence_features(enc, attention_mask, pooling) if isinstance(pooling, str)
              else {p: sentence_features(enc, attention_mask, p) for p in pooling})
-    return model.classifier(model.dropout(enc.pooler_output)), feats
+    return model.sentence_logits(enc, attention_mask), feats
 
 # %% ../nbs/13_ood.ipynb 16
 def cut_length(model, tokenizer, max_length: int | None = None) -> int:

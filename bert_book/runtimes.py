@@ -32,7 +32,7 @@ class _Graph(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids):
         if self.task != 'sequence-classification': return self.model(input_ids, attention_mask, token_type_ids).logits
         enc = self.model.bert(input_ids, attention_mask, token_type_ids)          # every position, for mean pooling
-        return self.model.classifier(enc.pooler_output), enc.last_hidden_state, enc.pooler_output
+        return self.model.sentence_logits(enc, attention_mask), enc.last_hidden_state, enc.pooler_output
 
 # %% ../nbs/14d_precision.ipynb 20
 def _need(module: str):

@@ -13,13 +13,13 @@ from tokenizers import (AddedToken, Tokenizer, decoders, models, normalizers, pr
                         processors, trainers)
 
 from .core import check_positive_int
-from .tokenizer import BertTokenizer, register_tokenizer_class
+from .tokenizer import BertTokenizer, FOLDER_FILES, register_tokenizer_class
 from .tokenizer import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE
 from .tokenizer import _checked_texts, _read_config, _read_tokenizer_json   # chapter 1's checks
 
 # %% auto 0
-__all__ = ['SPECIAL_ROLES', 'ROBERTA_SPECIALS', 'ROBERTA_FIRST', 'roberta_template', 'prefix_space_of', 'with_prefix_space',
-           'SubwordTokenizer', 'train_bpe', 'train_unigram', 'transformers_class']
+__all__ = ['SPECIAL_ROLES', 'ROBERTA_SPECIALS', 'ROBERTA_FIRST', 'BPE_FILES', 'roberta_template', 'prefix_space_of',
+           'with_prefix_space', 'SubwordTokenizer', 'train_bpe', 'train_unigram', 'transformers_class']
 
 # %% ../nbs/09a_subwords.ipynb 19
 SPECIAL_ROLES = ('bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token',
@@ -269,6 +269,21 @@ def _named_specials(path: Path, # the file they come from, for errors
         out[role] = value
     return out
 
+def _folder_specials(path: Path, # a tokenizer file; its folder holds the settings
+                     backend: Tokenizer, # the pipeline read from it
+                    ) -> tuple[dict, dict[str, str]]:
+    "tokenizer_config.json's settings, and the specials it and special_tokens_map.json name."
+    config_path = path.parent / TOKENIZER_CONFIG_FILE
+    map_path = path.parent / SPECIAL_TOKENS_MAP_FILE
+    config, named = _read_config(config_path), {}
+    sources = [(map_path, _read_config(map_path)), (config_path, config)]   # the config wins
+    for where, settings in sources:
+        for role, token in _named_specials(where, settings).items():
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"{where}: {role} {token!r} is not a token of {path}")
+            named[role] = token
+    return config, named
+
 @patch(cls_method=True)
 def from_file(cls: SubwordTokenizer, path, # a tokenizer.json
               do_lower_case: bool | None = None, # BERT's: must be None (the case is in the file)
@@ -286,15 +301,7 @@ def from_file(cls: SubwordTokenizer, path, # a tokenizer.json
         raise ValueError(f"{path}: do_lower_case={do_lower_case} is a setting of BERT's "
                          "normalizer; this pipeline's case is in the file")
     backend = _read_tokenizer_json(path)
-    config_path = path.parent / TOKENIZER_CONFIG_FILE
-    map_path = path.parent / SPECIAL_TOKENS_MAP_FILE
-    config, named = _read_config(config_path), {}
-    sources = [(map_path, _read_config(map_path)), (config_path, config)]   # the config wins
-    for where, settings in sources:
-        for role, token in _named_specials(where, settings).items():
-            if backend.token_to_id(token) is None:
-                raise ValueError(f"{where}: {role} {token!r} is not a token of {path}")
-            named[role] = token
+    config, named = _folder_specials(path, backend)
     if model_max_length is None: model_max_length = config.get('model_max_length', 512)
     if add_prefix_space is None: add_prefix_space = config.get('add_prefix_space')
     return cls(backend, model_max_length, {**named, **(special_tokens or {})}, add_prefix_space,
@@ -302,3 +309,52 @@ def from_file(cls: SubwordTokenizer, path, # a tokenizer.json
 
 register_tokenizer_class('BPE', SubwordTokenizer)   # BertTokenizer.from_pretrained hands them over
 register_tokenizer_class('Unigram', SubwordTokenizer)
+
+# %% ../nbs/09a_subwords.ipynb 69
+BPE_FILES = ('vocab.json', 'merges.txt')   # a byte-level BPE as GPT-2 and RoBERTa first shipped it
+
+def _read_bpe(vocab: Path) -> models.BPE:
+    "The BPE model of a vocab.json and the merges.txt beside it, with errors that name the files."
+    merges = vocab.with_name(BPE_FILES[1])
+    if not merges.is_file():
+        raise FileNotFoundError(f"{vocab}: a byte-level BPE's {vocab.name} needs {merges.name} beside it")
+    try: return models.BPE.from_file(str(vocab), str(merges))
+    except Exception as e:
+        raise ValueError(f"{vocab} and {merges.name}: not a BPE vocabulary and merges that tokenizers "
+                         f"can read: {e}") from None
+
+def _mask_flags(path: Path, config: dict, mask: str) -> dict:
+    "Whether the mask strips the spaces around it, as the folder's files say (added_tokens_decoder first)."
+    added = config.get('added_tokens_decoder', {}).values()
+    named = [v for v in added if isinstance(v, dict) and v.get('content') == mask]
+    special_map = _read_config(path.parent / SPECIAL_TOKENS_MAP_FILE)
+    named += [v for v in (config.get('mask_token'), special_map.get('mask_token')) if isinstance(v, dict)]
+    return {side: bool(named[0].get(side, False)) if named else False for side in ('lstrip', 'rstrip')}
+
+@patch(cls_method=True)
+def from_bpe_files(cls: SubwordTokenizer, path, # a vocab.json, with merges.txt beside it
+                   do_lower_case: bool | None = None, # BERT's: must be None
+                   model_max_length: int | None = None, # default: tokenizer_config.json's, else 512
+                   special_tokens: dict[str, str] | None = None, # role -> token; default: the files'
+                   add_prefix_space: bool | None = None, # default: tokenizer_config's, else False
+                  ) -> SubwordTokenizer:
+    "RoBERTa's byte-level pipeline around a vocab.json and merges.txt, as transformers builds it."
+    path = Path(path)
+    if do_lower_case is not None:
+        raise ValueError(f"{path}: do_lower_case={do_lower_case} is a setting of BERT's normalizer")
+    backend = Tokenizer(_read_bpe(path))
+    config, named = _folder_specials(path, backend)
+    specials = _checked_specials(backend, {**named, **(special_tokens or {})}, str(path))
+    if add_prefix_space is None: add_prefix_space = config.get('add_prefix_space', False)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    backend.decoder = decoders.ByteLevel()
+    mask = specials['mask_token']   # RoBERTa's files say it eats the space before it (lstrip)
+    flags = _mask_flags(path, config, mask)
+    backend.add_special_tokens([AddedToken(mask, special=True, normalized=False, **flags)])
+    ends = [(specials[r], backend.token_to_id(specials[r])) for r in ('sep_token', 'cls_token')]
+    backend.post_processor = processors.RobertaProcessing(*ends, trim_offsets=True,
+                                                          add_prefix_space=add_prefix_space)
+    return cls(backend, model_max_length or config.get('model_max_length', 512), specials,
+               source=str(path))
+
+FOLDER_FILES[BPE_FILES[0]] = SubwordTokenizer.from_bpe_files   # BertTokenizer.from_pretrained too

@@ -15,8 +15,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 # %% auto 0
 __all__ = ['PAD', 'UNK', 'CLS', 'SEP', 'MASK', 'SPECIAL_TOKENS', 'TOKENIZER_FILE', 'VOCAB_FILE', 'TOKENIZER_CONFIG_FILE',
-           'SPECIAL_TOKENS_MAP_FILE', 'save_pretrained', 'TOKENIZER_CLASSES', 'WhitespaceTokenizer', 'wordpiece_split',
-           'bert_pipeline', 'BatchEncoding', 'BertTokenizer', 'register_tokenizer_class', 'train_wordpiece']
+           'SPECIAL_TOKENS_MAP_FILE', 'save_pretrained', 'TOKENIZER_CLASSES', 'FOLDER_FILES', 'WhitespaceTokenizer',
+           'wordpiece_split', 'bert_pipeline', 'BatchEncoding', 'BertTokenizer', 'register_tokenizer_class',
+           'train_wordpiece']
 
 # %% ../nbs/01_tokenizer.ipynb 9
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -461,6 +462,7 @@ save_pretrained = save  # the name transformers uses
 
 # %% ../nbs/01_tokenizer.ipynb 50
 TOKENIZER_CLASSES: dict[str, type] = {}   # a tokenizer.json's model type -> the class that reads it
+FOLDER_FILES: dict = {}   # a folder's other tokenizer file -> its reader (bert_book.subwords: vocab.json)
 
 def register_tokenizer_class(model_type: str, # a tokenizer.json's `model.type`: 'BPE', 'Unigram'
                              cls: type, # a BertTokenizer subclass whose `from_file` reads them
@@ -517,13 +519,14 @@ def from_file(cls: BertTokenizer, path, # a tokenizer.json, or a vocab.txt (one 
 def from_pretrained(cls: BertTokenizer, folder, # a folder written by `save` (or a Hugging Face BERT checkpoint), or a file
                     **kwargs, # passed on to `from_file`
                    ) -> 'BertTokenizer':
-    "Load the tokenizer of a folder: its tokenizer.json, else its vocab.txt, with tokenizer_config.json's settings."
+    "A folder's tokenizer: its tokenizer.json, else vocab.txt, else a registered file; tokenizer_config.json's settings."
     folder = Path(folder)
     if folder.is_file(): return cls.from_file(folder, **kwargs)
     if not folder.is_dir(): raise FileNotFoundError(f"no tokenizer folder at {folder}")
-    for name in (TOKENIZER_FILE, VOCAB_FILE):
-        if (folder / name).is_file(): return cls.from_file(folder / name, **kwargs)
-    raise FileNotFoundError(f"{folder} holds neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
+    names = [TOKENIZER_FILE, VOCAB_FILE, *FOLDER_FILES]   # in this order: the first one there is read
+    for name in names:
+        if (folder / name).is_file(): return FOLDER_FILES.get(name, cls.from_file)(folder / name, **kwargs)
+    raise FileNotFoundError(f"{folder} holds no tokenizer file: none of {', '.join(names)}")
 
 # %% ../nbs/01_tokenizer.ipynb 54
 def _read_json(path: Path, what: str = 'JSON'):
@@ -549,9 +552,8 @@ def _read_tokenizer_json(path: Path) -> Tokenizer:
 
 def _read_vocab_txt(path: Path) -> dict[str, int]:
     "The vocabulary of a vocab.txt: one token per line, its id the line number counted from 0."
-    try: lines = path.read_text(encoding='utf-8').split('\n')
+    try: lines = path.read_text(encoding='utf-8').removesuffix('\n').split('\n')   # the final newline ends a line
     except UnicodeDecodeError as e: raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    if lines and lines[-1] == '': lines.pop()  # the final newline
     vocab = {}
     for lineno, token in enumerate(lines, 1):
         if token == '': raise ValueError(f"{path}, line {lineno}: empty token")

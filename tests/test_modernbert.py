@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bert_book.core import BertConfig
+from bert_book.encoder import computed_positions
 from bert_book.pretrained import ARCHITECTURES, FAMILIES, load_model, save_pretrained
 from bert_book.modernbert import (ModernBertForMaskedLM, ModernBertForSequenceClassification,
                                   ModernBertForTokenClassification, ModernBertModel, layer_masks, layer_types,
@@ -236,3 +237,38 @@ def test_registered_for_load_model_and_front_door_names():
     model = ModernBertForMaskedLM(modernbert_config(**SHAPE))
     assert model.decoder.weight is model.bert.embeddings.tok_embeddings.weight
     assert model.get_input_embeddings() is model.bert.embeddings.tok_embeddings
+
+
+@pytest.mark.parametrize('case', ['tagger', 'mean', 'cls'])
+def test_unpadded_blocks_compute_the_real_tokens_only_and_agree(case):
+    "Chapter 4's unpadding in ModernBERT's block: the Linear layers see N real rows, outputs and gradients agree."
+    name, kw = CASES[case]
+    torch.manual_seed(2)
+    model = OURS[name](modernbert_config(**{**SHAPE, **kw})).eval()
+    ids, mask = batch()
+    rows = []
+    hook = model.bert.encoder.layers[1].attn.Wqkv.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape))
+    fast, g_fast = output(model, ids, mask), grads(model, ids, mask)
+    model.set_unpad(False)
+    slow, g_slow = output(model, ids, mask), grads(model, ids, mask)
+    hook.remove()
+    real = int(mask.sum()) + int((mask[:, 0] == 0).sum())   # position 0 of a left-padded row is computed too
+    assert rows[0] == (real, SHAPE['hidden_size']) and rows[-1] == (4, T, SHAPE['hidden_size'])
+    assert (fast - slow).abs().max() < 1e-5
+    assert max((g_fast[n] - g_slow[n]).abs().max().item() for n in g_fast) < 1e-5
+    model.set_unpad(True)
+    states = model.bert(ids, mask).last_hidden_state
+    assert states[~computed_positions(mask)].abs().max() == 0   # zeros at the padding it skipped
+
+
+def test_unpadded_rows_round_up_under_bf16_on_the_cpu():
+    torch.manual_seed(3)
+    model = ModernBertModel(modernbert_config(**SHAPE)).eval()
+    lengths = torch.tensor([32, 20, 10, 5, 32, 16, 8, 3])           # 126 real tokens of 256
+    mask = (torch.arange(32)[None] < lengths[:, None]).long()
+    ids = torch.randint(3, V, (8, 32)).masked_fill(mask == 0, 0)
+    rows = []
+    model.encoder.layers[0].mlp.Wi.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    with torch.autocast('cpu', dtype=torch.bfloat16): model(ids, mask)
+    model(ids, mask)
+    assert rows == [128, 126]   # bf16: rounded up to a multiple of 64 (chapter 4: a kernel per shape); fp32: as many

@@ -1,16 +1,23 @@
 """A ModernBERT encoder downstream: from a transformers-made ModernBERT folder with a byte-level BPE tokenizer,
 `train_ner` and `train_classifier` build ModernBERT's own heads (chapter 5's `class_for`), the folders they save
-load in transformers with the same logits, and the engine answers `ner` and `classify` from them."""
-import importlib, warnings
+load in transformers with the same logits, and the engine, the service, the CLI, int8 quantisation and the OOD guard
+serve them; head pruning and layer shrinking, which know BERT's block only, refuse ModernBERT's by name."""
+import importlib, json, os, subprocess, sys, warnings
+
+import httpx
 
 import pytest
 import torch
 
 import bert_book as bb
 from bert_book.data import load_corpus, load_sample
+from bert_book.compression import (encoder_linears, model_precision, prune_heads, quantize_for_serving,
+                                   shrink_layers)
 from bert_book.datasets import LabelledText
 from bert_book.modernbert import ModernBertForSequenceClassification, ModernBertForTokenClassification
+from bert_book.ood import fit_guard
 from bert_book.pretrained import from_pretrained, load_model, save_pretrained
+from bert_book.service import BackgroundServer, create_app
 from bert_book.training import TrainingConfig
 
 with warnings.catch_warnings():
@@ -74,9 +81,51 @@ def test_the_engine_serves_them(folders):
     assert bb.load(root / 'classifier', device='cpu').classify(TEXT)['label'] in ('person', 'other')
 
 
-def test_compression_refuses_modernberts_block_by_name(folders):
-    from bert_book.compression import prune_heads, quantize_for_serving
+def test_service_and_cli(folders):
     root, *_ = folders
-    for compress in (lambda m: quantize_for_serving(m), lambda m: prune_heads(m, {0: [1]})):
+    tagger = bb.load(root / 'tagger', device='cpu')
+    with BackgroundServer(create_app(tagger)) as url:
+        r = httpx.post(f'{url}/v1/ner', json={'texts': [TEXT]}, timeout=60)
+        assert r.status_code == 200 and r.json()['results'][0] == tagger.ner([TEXT])[0]
+    env = {**os.environ, 'BERT_BOOK_DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+    out = subprocess.run([sys.executable, '-m', 'bert_book.cli', 'predict', str(root / 'classifier'), TEXT],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])['label'] in ('person', 'other')
+
+
+def test_int8_quantises_modernberts_linears(folders):
+    root, tok, *_ = folders
+    clf = load_model(root / 'classifier', device='cpu')
+    names = encoder_linears(clf)
+    assert sorted({kind for _, kind in names.values()}) == ['attn.Wo', 'attn.Wqkv', 'mlp.Wi', 'mlp.Wo']
+    assert len(names) == 4 * clf.config.num_hidden_layers
+    enc = tok([TEXT, 'Paris .'], padding=True, return_tensors='pt')
+    int8 = quantize_for_serving(clf)
+    assert model_precision(int8) == 'int8' and model_precision(clf) == 'float32'
+    quantised = dict(int8.named_modules())
+    assert all(isinstance(quantised[n], torch.ao.nn.quantized.dynamic.Linear) for n in names)
+    a = clf(enc['input_ids'], enc['attention_mask']).logits
+    assert (int8(enc['input_ids'], enc['attention_mask']).logits - a).abs().max() < 0.5
+    served = bb.load(root / 'classifier', device='cpu', quantize='int8', use_guard=False)
+    assert served.classify(TEXT)['label'] in ('person', 'other')
+
+
+def test_block_surgery_refuses_modernberts_block_by_name(folders):
+    root, *_ = folders
+    for compress in (lambda m: prune_heads(m, {0: [1]}), lambda m: shrink_layers(m, [0, 2])):
         with pytest.raises(ValueError, match=r"ModernBertForTokenClassification's blocks are its family's own"):
             compress(load_model(root / 'tagger', device='cpu'))
+
+
+def test_guard(folders):
+    root, tok, tagger, clf = folders
+    sentences = load_sample('train')[:48]
+    texts = [LabelledText(' '.join(s.tokens), 'person' if any('PER' in t for t in s.tags) else 'other')
+             for s in sentences]
+    guard = fit_guard(clf, tok, texts[:32], texts[32:], method='mahalanobis', accept=0.9)
+    guard.save(root / 'classifier')
+    guarded = bb.load(root / 'classifier', device='cpu')
+    assert guarded.guard is not None
+    results = guarded.classify([t.text for t in texts[32:]])
+    assert sum(r['in_distribution'] for r in results) >= 0.9 * len(results)   # the share the threshold accepts

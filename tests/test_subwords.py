@@ -209,3 +209,72 @@ def test_bad_files_name_the_file(trained, folders, tmp_path):
         train_bpe(['a b c'], 100)
     with pytest.raises(TypeError, match=r'texts\[1\] is int'):
         train_unigram(['fine', 3])
+
+
+def legacy_folder(tok, folder, config: dict | None = None, special_map: dict | None = None):
+    "`tok`'s BPE as vocab.json (with <mask>, as RoBERTa's) and merges.txt, and the settings given; no tokenizer.json."
+    folder.mkdir()
+    tok.backend_tokenizer.model.save(str(folder))
+    (folder / 'vocab.json').write_text(json.dumps(tok.backend_tokenizer.get_vocab()))
+    if config is not None: (folder / 'tokenizer_config.json').write_text(json.dumps(config))
+    if special_map is not None: (folder / 'special_tokens_map.json').write_text(json.dumps(special_map))
+    return folder
+
+
+@pytest.mark.parametrize('settings', ['written by save', 'class only', 'special_tokens_map'])
+def test_vocab_and_merges_folders_read_as_transformers_reads_them(settings, trained, folders, tmp_path):
+    "Where the mask's lstrip comes from differs; ids, offsets and words agree with transformers' in each case."
+    saved = json.loads((folders['BPE'] / 'tokenizer_config.json').read_text())
+    config, special_map = {'written by save': (saved, None),
+                           'class only': ({'tokenizer_class': 'RobertaTokenizer'}, None),
+                           'special_tokens_map': ({'tokenizer_class': 'RobertaTokenizer'},
+                                                  {'mask_token': {'content': '<mask>', 'lstrip': True}})}[settings]
+    folder = legacy_folder(trained['BPE'], tmp_path / 'legacy', config, special_map)
+    ours = BertTokenizer.from_pretrained(folder)
+    assert type(ours) is SubwordTokenizer and ours.model_type == 'BPE'
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    assert type(hf).__name__ == 'RobertaTokenizer'
+    hf_words = transformers.AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
+    texts = TEXTS + ['a <mask> b', 'x<mask>y', ' <mask>']
+    kw = dict(return_offsets_mapping=True)
+    assert rows(ours(texts, **kw), len(texts)) == rows(hf(texts, **kw), len(texts))
+    assert rows(ours(TEXTS, PAIRS, **kw), len(TEXTS)) == rows(hf(TEXTS, PAIRS, **kw), len(TEXTS))
+    assert (rows(ours(WORDS, is_split_into_words=True, **kw), len(WORDS))
+            == rows(hf_words(WORDS, is_split_into_words=True, **kw), len(WORDS)))
+    if settings == 'written by save':   # the same folder with a tokenizer.json: the same tokenizer
+        assert ours(texts).input_ids == trained['BPE'](texts).input_ids
+
+
+def test_vocab_and_merges_bad_files_say_which(trained, tmp_path):
+    folder = legacy_folder(trained['BPE'], tmp_path / 'a', {'tokenizer_class': 'RobertaTokenizer'})
+    (folder / 'merges.txt').unlink()
+    with pytest.raises(FileNotFoundError, match=r"vocab.json: a byte-level BPE's vocab.json needs merges.txt"):
+        BertTokenizer.from_pretrained(folder)
+    folder = legacy_folder(trained['BPE'], tmp_path / 'b', {'tokenizer_class': 'RobertaTokenizer'})
+    (folder / 'merges.txt').write_text('#version: 0.2\nĠt he\nno-such-piece zz\n')
+    with pytest.raises(ValueError, match=r"vocab.json and merges.txt: not a BPE vocabulary and merges"):
+        BertTokenizer.from_pretrained(folder)
+    folder = legacy_folder(trained['BPE'], tmp_path / 'c', {'mask_token': '<nomask>'})
+    with pytest.raises(ValueError, match=r"tokenizer_config.json: mask_token '<nomask>' is not a token of .*vocab.json"):
+        BertTokenizer.from_pretrained(folder)
+    with pytest.raises(ValueError, match=r"do_lower_case=True is a setting of BERT's normalizer"):
+        BertTokenizer.from_pretrained(folder, do_lower_case=True)
+
+
+def test_engine_reads_a_model_folder_of_vocab_and_merges(trained, tmp_path):
+    "A RoBERTa classifier whose folder holds vocab.json and merges.txt serves as the same folder with tokenizer.json."
+    import torch
+    import bert_book as bb
+    tok = trained['BPE']
+    torch.manual_seed(0)
+    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        vocab_size=tok.vocab_size, hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=tok.model_max_length + 2, pad_token_id=tok.pad_token_id, num_labels=2))
+    model.save_pretrained(tmp_path / 'full')
+    tok.save(tmp_path / 'full')
+    legacy = legacy_folder(tok, tmp_path / 'legacy', json.loads((tmp_path / 'full' / 'tokenizer_config.json').read_text()))
+    for name in ('config.json', 'model.safetensors'): (legacy / name).write_bytes((tmp_path / 'full' / name).read_bytes())
+    text = 'A <mask> of a film, said nobody.'
+    a, b = bb.load(tmp_path / 'full', device='cpu'), bb.load(legacy, device='cpu')
+    assert type(b.tokenizer) is SubwordTokenizer
+    assert a.classify(text) == b.classify(text)

@@ -298,7 +298,7 @@ def write(path, text):
 
 @pytest.mark.parametrize('make, exc, message', [
     (lambda d: d / 'nowhere', FileNotFoundError, 'no tokenizer folder at'),
-    (lambda d: (d / 'empty').mkdir() or d / 'empty', FileNotFoundError, 'holds neither tokenizer.json nor vocab.txt'),
+    (lambda d: (d / 'empty').mkdir() or d / 'empty', FileNotFoundError, 'holds no tokenizer file: none of tokenizer.json, vocab.txt'),
     (lambda d: write(d / 'tokenizer.json', '{"version": "1.0",\n "model": '), ValueError, 'tokenizer.json: not valid tokenizer JSON at line 2'),
     (lambda d: write(d / 'tokenizer.json', '{"version": "1.0", "model": {"type": "Nonsense"}}'), ValueError,
      'tokenizer.json: not a tokenizer.json that tokenizers can read'),
