@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import CONFIG_NAME, BertConfig, optional_import
+from .heads import FAMILY_CLASSES
 from .tokenizer import BertTokenizer
 from .pretrained import TASKS, class_task, folder_class, load_config, load_model, register_folder_loader
 
@@ -52,6 +53,10 @@ def export_onnx(model_dir: str | Path,   # a tagger, masked language model or se
     cls = folder_class(model_dir)
     task = class_task(cls)
     if task not in _OUTPUTS: raise ValueError(f"{model_dir} holds a {task} model; export_onnx writes {tuple(_OUTPUTS)} models")
+    family = next((f for f, own in FAMILY_CLASSES.items() if cls in own.values()), None)
+    if family is not None:
+        raise ValueError(f"{model_dir} holds a {cls.__name__}, the {family} family's own block (chapter 9d); "
+                         "export_onnx writes BERT's block, which RoBERTa, XLM-R, DistilBERT and ELECTRA share")
     if cls is not TASKS[task]:
         raise ValueError(f"{model_dir} holds a {cls.__name__}: what it adds to {TASKS[task].__name__} (a CRF's decoding) "
                          "is not in the ONNX graph; export a plain head")

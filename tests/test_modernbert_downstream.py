@@ -129,3 +129,12 @@ def test_guard(folders):
     assert guarded.guard is not None
     results = guarded.classify([t.text for t in texts[32:]])
     assert sum(r['in_distribution'] for r in results) >= 0.9 * len(results)   # the share the threshold accepts
+
+
+def test_onnx_export_refuses_modernberts_block_by_name(folders, tmp_path):
+    pytest.importorskip('onnx')
+    from bert_book.runtimes import export_onnx
+    root, *_ = folders
+    with pytest.raises(ValueError, match=r"holds a ModernBertForSequenceClassification, the modernbert family's own"):
+        export_onnx(root / 'classifier', tmp_path / 'onnx')
+    assert not (tmp_path / 'onnx').exists()
