@@ -110,8 +110,8 @@ def _session(path: Path, threads: int | None = None):
 
 class OnnxModel(nn.Module):
     """A model.onnx run by onnxruntime, shaped like the book's heads for the engine: `.config`, `.eval()`, a CPU
-    device, `model(input_ids, attention_mask)` giving an object with `.logits`; a classifier also has `.bert` and
-    `.classifier` (the OOD guard's features)."""
+    device, `model(input_ids, attention_mask)` giving an object with `.logits`; a classifier also has `.bert`,
+    `.classifier` and `sentence_logits` (the OOD guard's features and logits from one pass)."""
     def __init__(self, path: str | Path,             # a model.onnx written by `export_onnx`
                  config: BertConfig,                 # its config (labels, sizes)
                  task: str,                          # the task it was exported for
@@ -128,7 +128,7 @@ class OnnxModel(nn.Module):
         self.num_weights = sum(int(a.size) for a in weights.values())   # what `/v1/model` reports
         # what it computes in, for the engine and the guard: onnxruntime's dynamic quantisation stores int8 weights
         self.precision = 'int8' if any(a.dtype.itemsize == 1 for a in weights.values()) else 'float32'
-        if task == 'sequence-classification': self.classifier, self.dropout = _classifier(weights, self.path, config), nn.Identity()
+        if task == 'sequence-classification': self.classifier = _classifier(weights, self.path, config)
 
     def run(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None) -> dict:
         "Every output of the graph by name, as float32 tensors."
@@ -149,6 +149,10 @@ class OnnxModel(nn.Module):
             raise ValueError(f"{self.path}: this {self.task} graph gives no sentence features (or no readable classifier "
                              "weights: a quantised graph); the OOD guard needs them: serve it with use_guard=False")
         return SimpleNamespace(last_hidden_state=out['last_hidden_state'], pooler_output=out['pooler_output'])
+
+    def sentence_logits(self, out: SimpleNamespace, attention_mask: Tensor | None = None) -> Tensor:
+        "A classifier's logits from `bert`'s output, as the book's head makes them (the guard's one pass reads both)."
+        return self.classifier(out.pooler_output)
 
     def __repr__(self): return f"OnnxModel({str(self.path)!r}, task={self.task!r})"
 

@@ -91,3 +91,15 @@ def test_onnx_folder_cannot_be_cast_or_trained(exported):
     assert bb.load(exported['tagger'], dtype='auto').precision == 'float32'
     with pytest.raises(ValueError, match='no torch encoder'): load_model(exported['tagger'], 'encoder')
     with pytest.raises(ValueError, match='not on cuda'): load_model(exported['tagger'], device='cuda')
+
+
+def test_guard_fits_on_the_onnx_classifier_as_on_torch(tiny_folders, exported):
+    "The OOD guard's one pass (features and logits) reads an exported classifier as it reads the torch one."
+    from bert_book.datasets import LabelledText
+    from bert_book.ood import fit_guard
+    labels = load_model(tiny_folders['classifier'], device='cpu').config.id2label
+    texts = [LabelledText(t, labels[i % len(labels)]) for i, t in enumerate(TEXTS * 6)]
+    tok = BertTokenizer.from_pretrained(exported['classifier'])
+    models = load_model(tiny_folders['classifier'], device='cpu'), load_model(exported['classifier'])
+    guards = [fit_guard(m, tok, texts[:16], texts[16:], method='mahalanobis', accept=0.9) for m in models]
+    assert abs(guards[0].threshold - guards[1].threshold) <= 1e-3 * max(1.0, abs(guards[0].threshold))
