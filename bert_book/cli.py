@@ -18,7 +18,7 @@ from .crf import BertCRFForTokenClassification
 from .datasets import FORMATS, read_labelled_texts, rotten_tomatoes
 from .classification import new_classifier, train_classifier
 from .embeddings import bbc_split, pooling_of, save_embedder, train_embedder
-from .training import TrainingConfig
+from .training import PRECISIONS, TrainingConfig
 from .pretrained import folder_task
 from .compression import QUANTIZATIONS, prune_folder, quantize_for_serving
 from .ood import GUARD_FILE, GUARD_METHODS, POOLINGS, fit_guard
@@ -259,7 +259,7 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: float, batch_size:
     p.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     p.add_argument('--device', default=None, help="'cpu', 'cuda', 'mps' (default: the best available)")
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
-    p.add_argument('--precision', choices=('auto', 'fp32', 'bf16', 'fp16'), default='auto', help="autocast precision: auto is bf16 on a GPU that has it, else fp32; bf16 on a CPU with bf16 instructions (chapter 14d); fp16 on a GPU only (default: %(default)s)")
+    p.add_argument('--precision', choices=PRECISIONS, default='default', help="autocast precision: default is bf16 on a GPU that has it, else fp32; auto also picks bf16 on a CPU with bf16 instructions (chapter 14d); fp16 on a GPU only (default: %(default)s)")
 
 # %% ../nbs/16_cli.ipynb 21
 def build_parser() -> argparse.ArgumentParser:

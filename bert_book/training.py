@@ -22,13 +22,14 @@ from .tokenizer import BertTokenizer
 from .masking import IGNORE_INDEX
 
 # %% auto 0
-__all__ = ['SCHEDULES', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_scheduler',
-           'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'cpu_has_bf16', 'to_device',
-           'keep_freed_memory', 'History', 'Trained', 'register_encoder_loader', 'start_from', 'evaluate_batches',
-           'Trainer']
+__all__ = ['SCHEDULES', 'PRECISIONS', 'FUSED_ADAMW_DEVICES', 'TrainingConfig', 'param_groups', 'make_optimizer', 'lr_lambda',
+           'make_scheduler', 'batch_schedule', 'dist_info', 'init_distributed', 'seed_rank', 'cpu_has_bf16',
+           'to_device', 'keep_freed_memory', 'History', 'Trained', 'register_encoder_loader', 'start_from',
+           'evaluate_batches', 'Trainer']
 
 # %% ../nbs/06_training.ipynb 6
-SCHEDULES = ('linear', 'cosine', 'constant')  # the learning-rate decays after warm-up
+SCHEDULES = ('linear', 'cosine', 'constant')             # the learning-rate decays after warm-up
+PRECISIONS = ('default', 'auto', 'fp32', 'bf16', 'fp16')  # autocast's choices (Mixed precision, below)
 
 @dataclass
 class TrainingConfig:
@@ -45,7 +46,7 @@ class TrainingConfig:
     warmup_steps: int | None = None
     schedule: str = 'linear'           # decay after warm-up: 'linear', 'cosine' or 'constant'
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None to not clip
-    precision: str = 'auto'            # 'fp32', 'bf16', 'fp16' or 'auto' (bf16 on a GPU that has it in hardware, else fp32)
+    precision: str = 'default'         # 'default', 'auto', 'fp32', 'bf16' or 'fp16' (see Mixed precision)
     eval_every: int | None = None      # evaluate every n optimizer steps (and at the end); None: once per epoch
     metric_for_best: str = 'loss'      # which evaluation metric chooses the best checkpoint and early stopping
     greater_is_better: bool | None = None  # None: infer (loss and perplexity lower, anything else higher)
@@ -68,8 +69,8 @@ class TrainingConfig:
         if self.max_steps is None and self.num_epochs <= 0: raise ValueError(f"TrainingConfig.num_epochs must be > 0, got {self.num_epochs}")
         if self.lr <= 0: raise ValueError(f"TrainingConfig.lr must be > 0, got {self.lr}")
         if self.schedule not in SCHEDULES: raise ValueError(f"TrainingConfig.schedule={self.schedule!r}; choose one of {SCHEDULES}")
-        if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'):
-            raise ValueError(f"TrainingConfig.precision={self.precision!r}; choose 'auto', 'fp32', 'bf16' or 'fp16'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainingConfig.precision={self.precision!r}; choose one of {PRECISIONS}")
         if not 0 <= self.warmup_ratio < 1: raise ValueError(f"TrainingConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.greater_is_better is None:
             self.greater_is_better = not any(k in self.metric_for_best for k in ('loss', 'perplexity'))
@@ -183,12 +184,13 @@ def cpu_has_bf16() -> bool:
     return re.search(r'^(flags|Features)\s*:.*\b(avx512_bf16|amx_bf16|bf16)\b', info, re.MULTILINE) is not None
 
 def _autocast_dtype(precision: str, device: torch.device):
-    "The autocast dtype for `precision` on `device`, or None for fp32; 'auto' logs what it picked."
-    if precision == 'auto':
+    "The autocast dtype for `precision` on `device`, or None for fp32; 'default' and 'auto' log what they picked."
+    if precision in ('default', 'auto'):
         # bf16 only where the chip has it in hardware: is_bf16_supported() alone also counts emulation
-        # the CPU stays in fp32 even with bf16 instructions (cpu_has_bf16): the book's runs compare fp32 results exactly
-        precision = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else 'fp32'
-        _logger.info("precision='auto' on %s: %s", device.type, precision)
+        native = (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == 'cuda'
+                  else precision == 'auto' and device.type == 'cpu' and cpu_has_bf16())
+        _logger.info("precision=%r on %s: %s", precision, device.type, 'bf16' if native else 'fp32')
+        precision = 'bf16' if native else 'fp32'
     if precision == 'fp32': return None
     if precision == 'fp16' and device.type == 'cpu': raise ValueError("precision='fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]

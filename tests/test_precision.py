@@ -1,5 +1,5 @@
 """Serving in bfloat16, seen from outside: `dtype=` on the engine and the CLI, agreement with float32, bad input, the
-guard's precision, and training's `precision='auto'`."""
+guard's precision, and training's `precision='auto'` (bf16 where the CPU has it) and `'default'` (fp32 on the CPU)."""
 import json, shutil
 
 import pytest
@@ -45,7 +45,31 @@ def test_auto_picks_bfloat16_only_with_the_instructions(tiny_folders):
     want = 'bfloat16' if cpu_has_bf16() else 'float32'
     assert serving_dtype('auto', 'cpu') == want
     assert bb.load(tiny_folders['tagger'], device='cpu', dtype='auto').precision == want
-    assert _autocast_dtype('auto', torch.device('cpu')) is None        # training: ask for 'bf16' on the CPU
+    assert _autocast_dtype('auto', torch.device('cpu')) == (torch.bfloat16 if cpu_has_bf16() else None)  # training too
+    assert _autocast_dtype('default', torch.device('cpu')) is None       # the default: fp32 on every CPU
+
+
+@pytest.mark.parametrize('has_bf16', [True, False])
+def test_training_auto_follows_the_cpu_and_says_what_it_picked(has_bf16, monkeypatch, caplog):
+    import logging
+    import bert_book.training as training
+    from bert_book.core import BertConfig
+    from bert_book.heads import BertForTokenClassification
+    monkeypatch.setattr(training, 'cpu_has_bf16', lambda: has_bf16)
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                  num_attention_heads=2, intermediate_size=32, num_labels=3))
+    data = [{'input_ids': torch.tensor([2, 7, 3]), 'labels': torch.tensor([-100, 1, -100])}] * 4
+    stack = lambda ex: {k: torch.stack([e[k] for e in ex]) for k in ex[0]}
+    with caplog.at_level(logging.INFO, logger='bert_book.training'):
+        trainer = training.Trainer(model, TrainingConfig(max_steps=1, batch_size=2, precision='auto', progress=False,
+                                                         device='cpu'), data, stack)
+    assert trainer.amp_dtype == (torch.bfloat16 if has_bf16 else None)
+    assert f"precision='auto' on cpu: {'bf16' if has_bf16 else 'fp32'}" in caplog.text
+    default = training.Trainer(model, TrainingConfig(max_steps=1, batch_size=2, progress=False, device='cpu'), data, stack)
+    assert TrainingConfig().precision == 'default' and default.amp_dtype is None
+    trainer.fit()
+    with pytest.raises(ValueError, match=r"precision='fast'; choose one of \('default', 'auto'"):
+        TrainingConfig(precision='fast')
 
 
 @pytest.mark.parametrize('dtype', ['float8', 'fp16', 'bf16x'])

@@ -217,11 +217,13 @@ def test_logged_lr_is_the_lr_of_the_step():
 
 
 def test_auto_precision_ignores_bf16_emulation(monkeypatch):
-    "A pre-Ampere GPU 'supports' bf16 only through emulation: precision='auto' must choose fp32 there."
+    "A pre-Ampere GPU 'supports' bf16 only through emulation: 'auto' and 'default' must choose fp32 there."
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
-    assert _autocast_dtype('auto', torch.device('cuda')) is None
+    for precision in ('auto', 'default'):
+        assert _autocast_dtype(precision, torch.device('cuda')) is None
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
-    assert _autocast_dtype('auto', torch.device('cuda')) == torch.bfloat16
+    for precision in ('auto', 'default'):
+        assert _autocast_dtype(precision, torch.device('cuda')) == torch.bfloat16
 
 
 DDP_ISSUE17 = textwrap.dedent('''
