@@ -381,24 +381,31 @@ def shrink_layers(model: nn.Module,          # the teacher: a bert_book model wi
                   layers: Sequence[int],     # which of its layers the student keeps, in order (DistilBERT: every other one)
                  ) -> nn.Module:
     "A student of the same class with only the chosen layers, every weight copied from the teacher (a new model, in the teacher's mode)."
-    bert = bert_blocks(model, 'shrink_layers')
-    L = len(bert.encoder.layer)
+    bert = encoder_of(model)
+    own = not hasattr(bert.encoder, 'layer')               # a family's own blocks (ModernBERT's `encoder.layers`)
+    blocks = bert.encoder.layers if own else bert.encoder.layer
+    L = len(blocks)
     layers = [int(i) for i in layers]
     if not layers or any(not 0 <= i < L for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct ids in 0..{L - 1}, got {layers}")
-    pruned = model.config.pruned_heads
-    cfg = replace(model.config, num_hidden_layers=len(layers), extra=dict(model.config.extra),
+    pruned, extra = model.config.pruned_heads, dict(model.config.extra)
+    if hasattr(blocks[0], 'attention_type'):                # global or local attention per block: each keeps its own
+        extra['layer_types'] = [blocks[i].attention_type for i in layers]
+    cfg = replace(model.config, num_hidden_layers=len(layers), extra=extra,
                   pruned_heads={j: list(pruned[i]) for j, i in enumerate(layers) if i in pruned})
     student = type(model)(cfg)
     prefix = next(n for n, m in model.named_modules() if m is bert)
-    layer_key = f'{prefix}.encoder.layer.' if prefix else 'encoder.layer.'
+    layer_key = (f'{prefix}.' if prefix else '') + f"encoder.{'layers' if own else 'layer'}."
     state = {}
     for k, v in model.state_dict().items():
         if not k.startswith(layer_key): state[k] = v
         else:
             i, rest = k[len(layer_key):].split('.', 1)
             if int(i) in layers: state[f'{layer_key}{layers.index(int(i))}.{rest}'] = v
-    student.load_state_dict(state)
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:   # a block that differs by its place: ModernBERT's first has no attention norm
+        raise ValueError(f"shrink_layers: block {layers[0]} cannot come first ({(missing or unexpected)[0]} "
+                         f"{'missing' if missing else 'left over'}); keep layer 0 first")
     return student.to(next(model.parameters()).device).train(model.training)   # in the teacher's mode (eval: no dropout)
 
 def distillation_loss(student_logits: Tensor,   # (B, C) or (B, T, C)

@@ -1,7 +1,7 @@
 """A ModernBERT encoder downstream: from a transformers-made ModernBERT folder with a byte-level BPE tokenizer,
 `train_ner` and `train_classifier` build ModernBERT's own heads (chapter 5's `class_for`), the folders they save
 load in transformers with the same logits, and the engine, the service, the CLI, int8 quantisation and the OOD guard
-serve them; head pruning and layer shrinking, which know BERT's block only, refuse ModernBERT's by name."""
+serve them; layer shrinking keeps each block's attention; head pruning, which knows BERT's block only, refuses it."""
 import importlib, json, os, subprocess, sys, warnings
 
 import httpx
@@ -111,11 +111,29 @@ def test_int8_quantises_modernberts_linears(folders):
     assert served.classify(TEXT)['label'] in ('person', 'other')
 
 
-def test_block_surgery_refuses_modernberts_block_by_name(folders):
+def test_head_pruning_refuses_modernberts_block_by_name(folders):
     root, *_ = folders
-    for compress in (lambda m: prune_heads(m, {0: [1]}), lambda m: shrink_layers(m, [0, 2])):
-        with pytest.raises(ValueError, match=r"ModernBertForTokenClassification's blocks are its family's own"):
-            compress(load_model(root / 'tagger', device='cpu'))
+    with pytest.raises(ValueError, match=r"ModernBertForTokenClassification's blocks are its family's own"):
+        prune_heads(load_model(root / 'tagger', device='cpu'), {0: [1]})
+
+
+def test_shrunk_student_keeps_each_blocks_attention_and_loads_in_transformers(folders, tmp_path):
+    "DistilBERT's recipe on ModernBERT: the kept blocks keep their global or local attention in the written config."
+    root, tok, *_ = folders
+    teacher = load_model(root / 'tagger', device='cpu')
+    kinds = [layer.attention_type for layer in teacher.bert.encoder.layers]
+    student = shrink_layers(teacher, [0, 1])
+    assert [layer.attention_type for layer in student.bert.encoder.layers] == kinds[:2]
+    save_pretrained(student, tok, tmp_path / 'student')
+    theirs = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / 'student').eval()
+    assert theirs.config.num_hidden_layers == 2 and list(theirs.config.layer_types) == kinds[:2]
+    enc = tok([TEXT, 'Paris .'], padding=True, return_tensors='pt')
+    a = student.eval()(enc['input_ids'], enc['attention_mask']).logits
+    b = theirs(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']).logits
+    real = enc['attention_mask'].bool()
+    assert (a[real] - b[real]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match=r"block 1 cannot come first .*attn_norm.* keep layer 0 first"):
+        shrink_layers(teacher, [1, 2])
 
 
 def test_guard(folders):
