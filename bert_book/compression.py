@@ -246,6 +246,7 @@ def quantize_for_serving(model: nn.Module, scheme: str = 'int8') -> nn.Module:
 
 def model_precision(model: nn.Module) -> str:
     "What a model computes in: 'int8' when it has torch.ao's dynamic int8 Linear layers, else its weights' dtype."
+    if isinstance(getattr(model, 'precision', None), str): return model.precision   # a runtime's graph says (14d)
     if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()): return 'int8'
     return str(next(model.parameters()).dtype).removeprefix('torch.')
 

@@ -118,7 +118,7 @@ def text_outputs(model,                         # a `BertForSequenceClassificati
     if not texts: raise ValueError("no texts")
     max_length = cut_length(model, tokenizer, max_length)
     device = next(model.parameters()).device
-    head = hasattr(model, 'classifier')
+    head = hasattr(model, 'sentence_logits')   # a sentence classifier (chapter 5), else an encoder
     ids = [truncate_ids(s, max_length, tokenizer.sep_token_id) for s in tokenizer(texts)['input_ids']]
     def step(x, mask, rows):   # per text of the batch: (its logits or None, {pooling: its features})
         x, mask = x.to(device), mask.to(device)

@@ -89,15 +89,6 @@ def _initializers(path: Path) -> dict:
     except Exception as e: raise ValueError(f"{path}: not an ONNX file: {str(e)[:200]}") from None
     return {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
 
-def _classifier(w: dict, path: Path, config: BertConfig) -> nn.Linear | None:
-    "A classifier's last layer, read back from the graph's weights `w` (`export_onnx` keeps its name); None if absent."
-    if 'model.classifier.weight' not in w: return None    # e.g. a quantised graph: served, but without guard features
-    layer = nn.Linear(config.hidden_size, config.num_labels)
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(w['model.classifier.weight'].copy()))
-        layer.bias.copy_(torch.from_numpy(w['model.classifier.bias'].copy()))
-    return layer.eval()
-
 # %% ../nbs/14d_precision.ipynb 23
 def _session(path: Path, threads: int | None = None):
     "An onnxruntime session on the CPU for the graph at `path`, with `threads` intra-op threads (default torch's)."
@@ -110,8 +101,8 @@ def _session(path: Path, threads: int | None = None):
 
 class OnnxModel(nn.Module):
     """A model.onnx run by onnxruntime, shaped like the book's heads for the engine: `.config`, `.eval()`, a CPU
-    device, `model(input_ids, attention_mask)` giving an object with `.logits`; a classifier also has `.bert`,
-    `.classifier` and `sentence_logits` (the OOD guard's features and logits from one pass)."""
+    device, `model(input_ids, attention_mask)` giving an object with `.logits`; a classifier also has `.bert` and
+    `sentence_logits` (the OOD guard's features and logits from one run of the graph)."""
     def __init__(self, path: str | Path,             # a model.onnx written by `export_onnx`
                  config: BertConfig,                 # its config (labels, sizes)
                  task: str,                          # the task it was exported for
@@ -128,7 +119,6 @@ class OnnxModel(nn.Module):
         self.num_weights = sum(int(a.size) for a in weights.values())   # what `/v1/model` reports
         # what it computes in, for the engine and the guard: onnxruntime's dynamic quantisation stores int8 weights
         self.precision = 'int8' if any(a.dtype.itemsize == 1 for a in weights.values()) else 'float32'
-        if task == 'sequence-classification': self.classifier = _classifier(weights, self.path, config)
 
     def run(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None) -> dict:
         "Every output of the graph by name, as float32 tensors."
@@ -143,16 +133,16 @@ class OnnxModel(nn.Module):
         return SimpleNamespace(logits=self.run(input_ids, attention_mask, token_type_ids)['logits'])
 
     def bert(self, input_ids, attention_mask=None, token_type_ids=None) -> SimpleNamespace:
-        "A classifier's `last_hidden_state` (B, T, H) and `pooler_output` (B, H), as `BertModel` gives them."
+        "A classifier's `last_hidden_state` (B, T, H) and `pooler_output` (B, H), as `BertModel` gives them, and its logits."
         out = self.run(input_ids, attention_mask, token_type_ids)
-        if 'pooler_output' not in out or self.classifier is None:
-            raise ValueError(f"{self.path}: this {self.task} graph gives no sentence features (or no readable classifier "
-                             "weights: a quantised graph); the OOD guard needs them: serve it with use_guard=False")
-        return SimpleNamespace(last_hidden_state=out['last_hidden_state'], pooler_output=out['pooler_output'])
+        if 'pooler_output' not in out:
+            raise ValueError(f"{self.path}: this {self.task} graph gives no sentence features; the OOD guard needs "
+                             "them: serve it with use_guard=False")
+        return SimpleNamespace(**out)
 
     def sentence_logits(self, out: SimpleNamespace, attention_mask: Tensor | None = None) -> Tensor:
-        "A classifier's logits from `bert`'s output, as the book's head makes them (the guard's one pass reads both)."
-        return self.classifier(out.pooler_output)
+        "The logits of the same run of the graph as `bert`'s features (the guard's one pass reads both)."
+        return out.logits
 
     def __repr__(self): return f"OnnxModel({str(self.path)!r}, task={self.task!r})"
 

@@ -103,3 +103,26 @@ def test_guard_fits_on_the_onnx_classifier_as_on_torch(tiny_folders, exported):
     models = load_model(tiny_folders['classifier'], device='cpu'), load_model(exported['classifier'])
     guards = [fit_guard(m, tok, texts[:16], texts[16:], method='mahalanobis', accept=0.9) for m in models]
     assert abs(guards[0].threshold - guards[1].threshold) <= 1e-3 * max(1.0, abs(guards[0].threshold))
+
+
+def test_a_quantised_graph_gives_the_guard_its_features_and_logits(exported, tmp_path):
+    "The guard reads features and logits from one run of the graph, so onnxruntime's int8 graph can be guarded too."
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from bert_book.datasets import LabelledText
+    from bert_book.ood import fit_guard
+    int8 = shutil.copytree(exported['classifier'], tmp_path / 'int8')
+    quantize_dynamic(str(exported['classifier'] / ONNX_NAME), str(int8 / ONNX_NAME), weight_type=QuantType.QInt8)
+    model = load_model(int8)
+    assert model.precision == 'int8'
+    tok = BertTokenizer.from_pretrained(int8)
+    batch = tok(TEXTS, padding=True, return_tensors='pt')
+    out = model.bert(batch['input_ids'], batch['attention_mask'])
+    assert torch.equal(model.sentence_logits(out), model(batch['input_ids'], batch['attention_mask']).logits)
+    labels = model.config.id2label
+    texts = [LabelledText(t, labels[i % len(labels)]) for i, t in enumerate(TEXTS * 6)]
+    guard = fit_guard(model, tok, texts[:16], texts[16:], method='mahalanobis', accept=0.9)
+    guard.save(int8)
+    served = bb.load(int8)
+    assert served.guard is not None and served.guard.precision == served.precision == 'int8'
+    results = served.classify([t.text for t in texts[16:]])
+    assert sum(r['in_distribution'] for r in results) >= 0.9 * len(results)   # the share the threshold accepts
