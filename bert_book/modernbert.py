@@ -196,7 +196,8 @@ def layer_masks(attention_mask: Tensor | None,  # (B, T) 1 = real token, 0 = pad
     real = (torch.ones(1, seq_len, dtype=torch.bool, device=device) if attention_mask is None
             else attention_mask.bool())                                          # (B, T)
     keys = real[:, None, None, :]                                                # (B, 1, 1, T)
-    eye = torch.eye(seq_len, dtype=torch.bool, device=device)
+    pos = torch.arange(seq_len, device=device)
+    eye = pos[:, None] == pos[None, :]                                           # (T, T); ONNX has no bool eye
     not_empty = lambda m: m | (eye & ~m.any(-1, keepdim=True))                   # an empty row sees itself
     full = None if bool(real.all()) else not_empty(keys.expand(-1, -1, seq_len, -1))
     return {'full_attention': full, 'sliding_attention': not_empty(keys & local_window(seq_len, window, device))}

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import CONFIG_NAME, BertConfig, optional_import
+from .encoder import encoder_of
 from .heads import FAMILY_CLASSES
 from .tokenizer import BertTokenizer
 from .pretrained import TASKS, class_task, folder_class, load_config, load_model, register_folder_loader
@@ -33,7 +34,8 @@ class _Graph(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids):
         if self.task != 'sequence-classification': return self.model(input_ids, attention_mask, token_type_ids).logits
         enc = self.model.bert(input_ids, attention_mask, token_type_ids)          # every position, for mean pooling
-        return self.model.sentence_logits(enc, attention_mask), enc.last_hidden_state, enc.pooler_output
+        pooled = () if enc.pooler_output is None else (enc.pooler_output,)        # ModernBERT has no pooler
+        return self.model.sentence_logits(enc, attention_mask), enc.last_hidden_state, *pooled
 
 # %% ../nbs/14d_precision.ipynb 20
 def _need(module: str):
@@ -53,11 +55,8 @@ def export_onnx(model_dir: str | Path,   # a tagger, masked language model or se
     cls = folder_class(model_dir)
     task = class_task(cls)
     if task not in _OUTPUTS: raise ValueError(f"{model_dir} holds a {task} model; export_onnx writes {tuple(_OUTPUTS)} models")
-    family = next((f for f, own in FAMILY_CLASSES.items() if cls in own.values()), None)
-    if family is not None:
-        raise ValueError(f"{model_dir} holds a {cls.__name__}, the {family} family's own block (chapter 9d); "
-                         "export_onnx writes BERT's block, which RoBERTa, XLM-R, DistilBERT and ELECTRA share")
-    if cls is not TASKS[task]:
+    own = next((c for c in FAMILY_CLASSES.get(load_config(model_dir).model_type, {}).values() if c is cls), None)
+    if cls is not TASKS[task] and cls is not own:   # a family's own head (ModernBERT's) is a plain head too
         raise ValueError(f"{model_dir} holds a {cls.__name__}: what it adds to {TASKS[task].__name__} (a CRF's decoding) "
                          "is not in the ONNX graph; export a plain head")
     tokenizer = BertTokenizer.from_pretrained(model_dir)
@@ -65,7 +64,7 @@ def export_onnx(model_dir: str | Path,   # a tagger, masked language model or se
     model.set_unpad(False)              # the graph takes padded batches: unpadding's gather depends on the mask's values
     example = tokenizer(['a first example', 'and a second, longer example text'], padding=True, return_tensors='pt')
     args = tuple(example.get(n, torch.zeros_like(example['input_ids'])) for n in _INPUTS)
-    names = _OUTPUTS[task]
+    names = [n for n in _OUTPUTS[task] if n != 'pooler_output' or encoder_of(model).pooler is not None]
     axes = {n: {0: 'batch', 1: 'sequence'} for n in (*_INPUTS, 'last_hidden_state')}
     axes |= {'logits': {0: 'batch'} if task == 'sequence-classification' else {0: 'batch', 1: 'sequence'},
              'pooler_output': {0: 'batch'}}
@@ -135,10 +134,10 @@ class OnnxModel(nn.Module):
     def bert(self, input_ids, attention_mask=None, token_type_ids=None) -> SimpleNamespace:
         "A classifier's `last_hidden_state` (B, T, H) and `pooler_output` (B, H), as `BertModel` gives them, and its logits."
         out = self.run(input_ids, attention_mask, token_type_ids)
-        if 'pooler_output' not in out:
+        if 'last_hidden_state' not in out:
             raise ValueError(f"{self.path}: this {self.task} graph gives no sentence features; the OOD guard needs "
                              "them: serve it with use_guard=False")
-        return SimpleNamespace(**out)
+        return SimpleNamespace(**{'pooler_output': None, **out})   # None: a model without a pooler (ModernBERT)
 
     def sentence_logits(self, out: SimpleNamespace, attention_mask: Tensor | None = None) -> Tensor:
         "The logits of the same run of the graph as `bert`'s features (the guard's one pass reads both)."

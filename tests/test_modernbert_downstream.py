@@ -1,7 +1,8 @@
 """A ModernBERT encoder downstream: from a transformers-made ModernBERT folder with a byte-level BPE tokenizer,
 `train_ner` and `train_classifier` build ModernBERT's own heads (chapter 5's `class_for`), the folders they save
 load in transformers with the same logits, and the engine, the service, the CLI, int8 quantisation and the OOD guard
-serve them; layer shrinking keeps each block's attention; head pruning, which knows BERT's block only, refuses it."""
+serve them, and so does an ONNX export; layer shrinking keeps each block's attention; head pruning, which knows
+BERT's block only, refuses it."""
 import importlib, json, os, subprocess, sys, warnings
 
 import httpx
@@ -149,10 +150,24 @@ def test_guard(folders):
     assert sum(r['in_distribution'] for r in results) >= 0.9 * len(results)   # the share the threshold accepts
 
 
-def test_onnx_export_refuses_modernberts_block_by_name(folders, tmp_path):
-    pytest.importorskip('onnx')
+def test_onnx_export_serves_modernbert_with_the_same_outputs(folders, tmp_path):
+    "The graph takes any batch and length (the masks and rotary angles are traced, not fixed), and the guard reads it."
+    pytest.importorskip('onnxruntime')
     from bert_book.runtimes import export_onnx
-    root, *_ = folders
-    with pytest.raises(ValueError, match=r"holds a ModernBertForSequenceClassification, the modernbert family's own"):
-        export_onnx(root / 'classifier', tmp_path / 'onnx')
-    assert not (tmp_path / 'onnx').exists()
+    root, tok, *_ = folders
+    texts = [TEXT + ' and then a longer tail of words than the window of eight', 'Paris .', TEXT]
+    for name, method in (('classifier', 'classify'), ('tagger', 'encode')):
+        onnx = export_onnx(root / name, tmp_path / name)
+        a = getattr(bb.load(onnx), method)(texts)
+        b = getattr(bb.load(root / name, device='cpu', use_guard=False), method)(texts)
+        if method == 'classify':
+            assert [x['label'] for x in a] == [x['label'] for x in b]
+            assert max(abs(x['score'] - y['score']) for x, y in zip(a, b)) <= 1e-4
+        else:
+            assert max(float((x['logits'] - y['logits']).abs().max()) for x, y in zip(a, b)) <= 1e-4
+    sentences = load_sample('train')[:48]
+    labelled = [LabelledText(' '.join(s.tokens), 'person' if any('PER' in t for t in s.tags) else 'other')
+                for s in sentences]
+    guard = fit_guard(load_model(tmp_path / 'classifier'), tok, labelled[:32], labelled[32:], method='mahalanobis',
+                      accept=0.9)
+    assert guard.pooling != 'pooler'   # ModernBERT's graph has no pooler output; the guard pools the states
