@@ -55,8 +55,8 @@ def export_onnx(model_dir: str | Path,   # a tagger, masked language model or se
     cls = folder_class(model_dir)
     task = class_task(cls)
     if task not in _OUTPUTS: raise ValueError(f"{model_dir} holds a {task} model; export_onnx writes {tuple(_OUTPUTS)} models")
-    own = next((c for c in FAMILY_CLASSES.get(load_config(model_dir).model_type, {}).values() if c is cls), None)
-    if cls is not TASKS[task] and cls is not own:   # a family's own head (ModernBERT's) is a plain head too
+    plain = {TASKS[task], *FAMILY_CLASSES.get(load_config(model_dir).model_type, {}).values()}   # ModernBERT's too
+    if cls not in plain:
         raise ValueError(f"{model_dir} holds a {cls.__name__}: what it adds to {TASKS[task].__name__} (a CRF's decoding) "
                          "is not in the ONNX graph; export a plain head")
     tokenizer = BertTokenizer.from_pretrained(model_dir)

@@ -51,11 +51,11 @@ def folders(tmp_path_factory):
     clf = bb.train_classifier(texts[:32], texts[32:], encoder=root / 'encoder', training=training, max_length=32).model
     save_pretrained(tagger, tok, root / 'tagger')
     save_pretrained(clf, tok, root / 'classifier')
-    return root, tok, tagger, clf
+    return root, tok, tagger, clf, texts
 
 
 def test_trainers_build_modernberts_own_heads(folders):
-    root, tok, tagger, clf = folders
+    root, tok, tagger, clf, _ = folders
     assert type(tagger) is ModernBertForTokenClassification and type(clf) is ModernBertForSequenceClassification
     assert type(from_pretrained(root / 'encoder', 'token-classification', num_labels=3, device='cpu')) \
         is ModernBertForTokenClassification
@@ -138,10 +138,7 @@ def test_shrunk_student_keeps_each_blocks_attention_and_loads_in_transformers(fo
 
 
 def test_guard(folders):
-    root, tok, tagger, clf = folders
-    sentences = load_sample('train')[:48]
-    texts = [LabelledText(' '.join(s.tokens), 'person' if any('PER' in t for t in s.tags) else 'other')
-             for s in sentences]
+    root, tok, tagger, clf, texts = folders
     guard = fit_guard(clf, tok, texts[:32], texts[32:], method='mahalanobis', accept=0.9)
     guard.save(root / 'classifier')
     guarded = bb.load(root / 'classifier', device='cpu')
@@ -165,9 +162,7 @@ def test_onnx_export_serves_modernbert_with_the_same_outputs(folders, tmp_path):
             assert max(abs(x['score'] - y['score']) for x, y in zip(a, b)) <= 1e-4
         else:
             assert max(float((x['logits'] - y['logits']).abs().max()) for x, y in zip(a, b)) <= 1e-4
-    sentences = load_sample('train')[:48]
-    labelled = [LabelledText(' '.join(s.tokens), 'person' if any('PER' in t for t in s.tags) else 'other')
-                for s in sentences]
-    guard = fit_guard(load_model(tmp_path / 'classifier'), tok, labelled[:32], labelled[32:], method='mahalanobis',
+    texts = folders[-1]
+    guard = fit_guard(load_model(tmp_path / 'classifier'), tok, texts[:32], texts[32:], method='mahalanobis',
                       accept=0.9)
     assert guard.pooling != 'pooler'   # ModernBERT's graph has no pooler output; the guard pools the states
